@@ -1,0 +1,52 @@
+"""Auth endpoints: register, login, OAuth2 token, refresh, logout."""
+
+from tornado_app.schemas.users import LoginRequest, RefreshRequest, RegisterRequest, TokenForm
+from tornado_app.users import user_public
+
+from .base import BaseHandler
+
+
+class RegisterHandler(BaseHandler):
+    route_name = "auth.register"
+
+    async def post(self) -> None:
+        body = self.json_body(RegisterRequest)
+        user = await self.ctx.auth.register(body.username, body.email, body.password)
+        self.set_header("Location", f"/api/v1/users/{user['_id']}")
+        self.send_json(user_public(user), status=201)
+
+
+class LoginHandler(BaseHandler):
+    route_name = "auth.login"
+
+    async def post(self) -> None:
+        body = self.json_body(LoginRequest)
+        self.send_json(await self.ctx.auth.login(body.username, body.password))
+
+
+class TokenHandler(BaseHandler):
+    """The OAuth2 password grant (RFC 6749 §4.3), for tools such as the /docs "Authorize"."""
+
+    route_name = "auth.token"
+
+    async def post(self) -> None:
+        form = self.form_body(TokenForm)
+        self.send_json(await self.ctx.auth.login(form.username, form.password))
+
+
+class RefreshHandler(BaseHandler):
+    route_name = "auth.refresh"
+
+    async def post(self) -> None:
+        body = self.json_body(RefreshRequest)
+        self.send_json(await self.ctx.auth.refresh(body.refresh_token))
+
+
+class LogoutHandler(BaseHandler):
+    route_name = "auth.logout"
+
+    async def post(self) -> None:
+        await self.require_user()
+        self.no_body()
+        await self.ctx.auth.logout(self.token_family)
+        self.send_empty()

@@ -1,0 +1,270 @@
+"""The one base handler: request ids, JSON in and out, the current user, and every error."""
+
+import json
+import logging
+import re
+import uuid
+
+from pydantic import ValidationError
+from tornado import httputil, web
+
+from tornado_app.db import is_unavailable
+from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
+from tornado_app.etags import etag, matches, parse_etag_list
+from tornado_app.schemas.common import validation_failed
+
+log = logging.getLogger("tornado_app.request")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_JSON_DEPTH = 32
+
+
+def _reject_duplicate_keys(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > limit:
+            return level
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def parse_json_object(raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
+                          parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "the body is not valid UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH}")
+    return body
+
+
+@web.stream_request_body
+class BaseHandler(web.RequestHandler):
+    """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
+
+    route_name = "unknown"
+
+    def initialize(self, **kwargs) -> None:
+        self.ctx = self.application.settings["ctx"]
+        self.user = None
+        self.token_family = None
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._too_large = False
+
+    @property
+    def request_id(self) -> str:
+        rid = getattr(self.request, "request_id", None)
+        if rid is None:
+            sent = self.request.headers.get("X-Request-ID", "")
+            rid = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
+            self.request.request_id = rid
+        return rid
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Request-ID", self.request_id)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    async def prepare(self) -> None:
+        limit = self.ctx.settings.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "invalid_json", "invalid Content-Length")
+            if int(length) > limit:
+                raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_large:
+            return
+        self._received += len(chunk)
+        if self._received > self.ctx.settings.max_body_bytes:
+            # A chunked body with no length up front: answer now, keep nothing, and let the
+            # connection close rather than read the rest.
+            self._too_large = True
+            self._chunks = []
+            self.send_error(413, exc_info=(ApiError, ApiError(
+                413, "payload_too_large",
+                f"the body is over {self.ctx.settings.max_body_bytes} bytes"), None))
+            return
+        self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        if self._too_large:
+            raise ApiError(413, "payload_too_large", "the body is too large")
+        return b"".join(self._chunks)
+
+    # --- input -------------------------------------------------------------------------------
+
+    def _require_content_type(self, expected: str) -> None:
+        ctype = self.request.headers.get("Content-Type", "")
+        if ctype.split(";")[0].strip().lower() != expected:
+            raise ApiError(415, "unsupported_media_type", f"Content-Type must be {expected}")
+
+    def json_body(self, model):
+        """The body validated against a pydantic model: 415, 400 or 422 when it is not right."""
+        self._require_content_type("application/json")
+        data = parse_json_object(self.body)
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise validation_failed(exc, "body") from None
+
+    def form_body(self, model):
+        self._require_content_type("application/x-www-form-urlencoded")
+        fields = {}
+        try:
+            parsed = httputil.parse_qs_bytes(self.body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_json", "the form is not valid UTF-8") from None
+        for name, values in parsed.items():
+            fields[name] = values[-1].decode("utf-8", errors="replace")
+        try:
+            return model.model_validate(fields)
+        except ValidationError as exc:
+            raise validation_failed(exc, "body") from None
+
+    def no_body(self) -> None:
+        """For endpoints that take no body: anything sent must at least be JSON."""
+        if self.body.strip():
+            self.json_body_raw()
+
+    def json_body_raw(self) -> dict:
+        self._require_content_type("application/json")
+        return parse_json_object(self.body)
+
+    def query(self, model):
+        values = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            raise validation_failed(exc, "query") from None
+
+    def if_match(self):
+        return parse_etag_list(self.request.headers.get("If-Match"))
+
+    # --- auth --------------------------------------------------------------------------------
+
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Authorization must be 'Bearer <token>'")
+        return token.strip()
+
+    async def require_user(self) -> dict:
+        if self.user is None:
+            token = self.bearer_token()
+            if token is None:
+                raise unauthorized()
+            self.user, self.token_family = await self.ctx.auth.authenticate(token)
+        return self.user
+
+    async def require_admin(self) -> dict:
+        user = await self.require_user()
+        if user["role"] != "admin":
+            raise forbidden("admin role required")
+        return user
+
+    def compute_etag(self):
+        # Versioned resources set their own ETag; nothing else gets one computed from the body.
+        return None
+
+    # --- output ------------------------------------------------------------------------------
+
+    def send_json(self, payload, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+
+    def send_versioned(self, doc: dict, render, status: int = 200) -> None:
+        """A versioned resource with its ETag; 304 when the client's If-None-Match matches."""
+        self.set_header("ETag", etag(doc["version"]))
+        wanted = parse_etag_list(self.request.headers.get("If-None-Match"))
+        if self.request.method in ("GET", "HEAD") and matches(wanted, doc["version"]):
+            self.send_empty(304)
+        else:
+            self.send_json(render(doc), status=status)
+
+    def send_empty(self, status: int = 204) -> None:
+        self.set_status(status)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            error = exc
+        elif exc is not None and is_unavailable(exc):
+            error = service_unavailable()
+        elif isinstance(exc, web.HTTPError) and status_code < 500:
+            error = ApiError(status_code, message=exc.log_message if status_code != 405 else
+                             f"method {self.request.method} is not allowed here")
+        else:
+            error = ApiError(500, "internal_error", "internal server error")
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(error.body(), separators=(",", ":")))
+
+    def send_error(self, status_code: int = 500, **kwargs) -> None:
+        if self._finished:
+            # Already answered (an oversize body gets its 413 as soon as it passes the limit).
+            return
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            status_code = exc.status
+        elif exc is not None and is_unavailable(exc):
+            status_code = 503
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, (ApiError, web.HTTPError)):
+            return
+        if value is not None and is_unavailable(value):
+            log.warning("database unavailable: %s", value,
+                        extra={"request_id": self.request_id})
+            return
+        log.error("unhandled error in %s %s", self.request.method, self.request.path,
+                  exc_info=(typ, value, tb), extra={"request_id": self.request_id})
+
+
+class NotFoundHandler(BaseHandler):
+    """Tornado's default for unknown routes, in the contract's error shape."""
+
+    route_name = "not_found"
+
+    async def prepare(self) -> None:
+        raise ApiError(404, "not_found", "no such route")

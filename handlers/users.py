@@ -1,0 +1,33 @@
+"""User endpoints: me, and the admin's list and role changes."""
+
+from tornado_app.schemas.common import PageQuery
+from tornado_app.schemas.users import RoleUpdate
+from tornado_app.users import user_public
+
+from .base import BaseHandler
+
+
+class MeHandler(BaseHandler):
+    route_name = "users.me"
+
+    async def get(self) -> None:
+        self.send_json(user_public(await self.require_user()))
+
+
+class UsersHandler(BaseHandler):
+    route_name = "users.list"
+
+    async def get(self) -> None:
+        await self.require_admin()
+        params = self.query(PageQuery)
+        page = await self.ctx.users.list(params.limit, params.cursor)
+        self.send_json(page.to_json(user_public))
+
+
+class UserHandler(BaseHandler):
+    route_name = "users.item"
+
+    async def patch(self, user_id: str) -> None:
+        await self.require_admin()
+        body = self.json_body(RoleUpdate)
+        self.send_json(user_public(await self.ctx.users.set_role(user_id, body.role)))

@@ -1,0 +1,135 @@
+"""Starts the server, or runs an admin command.
+
+    python run.py                      serve (embedded FerretDB unless MONGODB_URI is set)
+    python run.py --workers 4          four processes on one port (needs REDIS_URL)
+    python run.py create-admin --username NAME --email ADDR
+"""
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from tornado_app.db import Database
+from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
+from tornado_app.logs import configure_logging
+from tornado_app.security import PasswordHasher, resolve_jwt_secret
+from tornado_app.settings import SettingsError, load_settings
+
+log = logging.getLogger("run")
+
+
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class DatabaseEndpoint:
+    """The configured MongoDB, or the embedded FerretDB started for the life of this command."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.embedded = None
+
+    def __enter__(self):
+        if self.settings.mongodb_uri:
+            return self.settings.mongodb_uri, None
+        try:
+            self.embedded = EmbeddedFerretDB(self.settings.data_dir, self.settings.ferretdb_bin)
+            return self.embedded.start(), True
+        except EmbeddedDatabaseError as exc:
+            fail(str(exc))
+
+    def __exit__(self, *exc):
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+async def serve(settings, uri: str, is_ferretdb, jwt_secret: str) -> None:
+    from tornado_app.server import Server
+
+    server = Server(settings, uri, jwt_secret, is_ferretdb)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await server.start()
+    await stopping.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+def cmd_serve(args, settings) -> None:
+    if args.workers < 1:
+        fail("--workers must be at least 1")
+    if args.workers > 1 and not settings.redis_url:
+        fail("--workers N > 1 needs REDIS_URL: events must reach subscribers in every worker "
+             "through Redis pub/sub (e.g. REDIS_URL=redis://127.0.0.1:6379/0)")
+    jwt_secret = resolve_jwt_secret(settings.jwt_secret, settings.data_dir)
+    with DatabaseEndpoint(settings) as (uri, is_ferretdb):
+        if args.workers > 1:
+            from tornado_app.workers import run_workers
+            run_workers(args.workers, settings, uri, is_ferretdb, jwt_secret)
+        else:
+            asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret))
+
+
+async def create_admin(settings, uri, is_ferretdb, username, email, password) -> None:
+    from tornado_app.schemas.users import RegisterRequest
+    from tornado_app.users import UserStore
+
+    try:
+        body = RegisterRequest(username=username, email=email, password=password)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    db = await Database.connect(uri, settings.mongodb_db, settings.db_timeout, is_ferretdb)
+    try:
+        await db.ensure_indexes()
+        users = UserStore(db)
+        if await users.find_by_username(body.username) or await users.find_by_login(body.email):
+            fail(f"a user named {body.username!r} or with email {body.email!r} already exists", 1)
+        password_hash = await PasswordHasher(settings.bcrypt_rounds).hash(body.password)
+        user = await users.create(body.username, body.email, password_hash, role="admin")
+        print(f"created admin {user['username']} ({user['_id']})")
+    finally:
+        await db.close()
+
+
+def cmd_create_admin(args, settings) -> None:
+    password = os.environ.get("ADMIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            fail("set ADMIN_PASSWORD, or run in a terminal to be prompted")
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            fail("the passwords do not match")
+    with DatabaseEndpoint(settings) as (uri, is_ferretdb):
+        asyncio.run(create_admin(settings, uri, is_ferretdb, args.username, args.email, password))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Tornado API server")
+    parser.add_argument("--workers", type=int, default=1, help="processes on one port")
+    sub = parser.add_subparsers(dest="command")
+    admin = sub.add_parser("create-admin", help="create an admin user")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+    configure_logging(settings.log_level)
+    if args.command == "create-admin":
+        cmd_create_admin(args, settings)
+    else:
+        cmd_serve(args, settings)
+
+
+if __name__ == "__main__":
+    main()

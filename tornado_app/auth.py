@@ -1,0 +1,134 @@
+"""Logins, token families with refresh rotation and reuse detection, logout and throttling.
+
+A login starts a token family. Every access and refresh token carries its family id (`fam`);
+the family document holds the jti of the one refresh token that may still be used. Rotation is
+a single conditional update on that jti, so of two concurrent refreshes with one token exactly
+one wins, and a token presented again after rotation revokes the whole family.
+"""
+
+import uuid
+from datetime import timedelta
+
+from pymongo.errors import DuplicateKeyError
+
+from .clock import utcnow
+from .errors import ApiError, unauthorized
+from .security import PasswordHasher, TokenService
+from .users import UserStore
+
+
+class AuthService:
+    def __init__(self, db, users: UserStore, hasher: PasswordHasher, tokens: TokenService,
+                 max_failures: int, window: int):
+        self.families = db["token_families"]
+        self.failures = db["login_failures"]
+        self.users = users
+        self.hasher = hasher
+        self.tokens = tokens
+        self.max_failures = max_failures
+        self.window = window
+
+    async def register(self, username: str, email: str, password: str, role: str = "user") -> dict:
+        # Checked first only to spare the bcrypt work; the unique indexes are what guarantee it.
+        if await self.users.find_by_username(username):
+            raise ApiError(409, "conflict", "username is already taken")
+        if await self.users.find_by_login(email):
+            raise ApiError(409, "conflict", "email is already taken")
+        return await self.users.create(username, email, await self.hasher.hash(password), role)
+
+    async def login(self, login: str, password: str) -> dict:
+        user = await self.users.find_by_login(login)
+        throttle_key = user["username_key"] if user else login.lower()
+        await self._check_throttle(throttle_key)
+        if not await self.hasher.verify(password, user["password_hash"] if user else None):
+            await self._record_failure(throttle_key)
+            raise ApiError(401, "invalid_credentials", "wrong username or password",
+                           headers={"WWW-Authenticate": "Bearer"})
+        await self.failures.delete_one({"_id": throttle_key})
+        return await self._start_family(user)
+
+    async def refresh(self, refresh_token: str) -> dict:
+        claims = self.tokens.decode(refresh_token, "refresh")
+        now = utcnow()
+        new_jti = uuid.uuid4().hex
+        family = await self.families.find_one_and_update(
+            {"_id": claims.fam, "refresh_jti": claims.jti, "revoked": False,
+             "expires_at": {"$gt": now}},
+            {"$set": {"refresh_jti": new_jti, "rotated_at": now,
+                      "expires_at": now + timedelta(seconds=self.tokens.refresh_ttl)}})
+        if family is None:
+            # Either the family is gone or revoked, or this token was already rotated away:
+            # a reused refresh token means it leaked, so nothing of that family stays valid.
+            await self.revoke_family(claims.fam)
+            raise unauthorized("refresh token is no longer valid")
+        user = await self.users.get(claims.sub)
+        if user is None:
+            await self.revoke_family(claims.fam)
+            raise unauthorized("user no longer exists")
+        return self._tokens_for(user, claims.fam, new_jti)
+
+    async def logout(self, family: str) -> None:
+        await self.revoke_family(family)
+
+    async def revoke_family(self, family: str) -> None:
+        await self.families.update_one({"_id": family}, {"$set": {"revoked": True}})
+
+    async def authenticate(self, access_token: str) -> tuple[dict, str]:
+        """The user an access token belongs to, and its family; 401 if anything is off."""
+        claims = self.tokens.decode(access_token, "access")
+        family = await self.families.find_one({"_id": claims.fam}, {"revoked": 1, "user_id": 1})
+        if family is None or family["revoked"] or family["user_id"] != claims.sub:
+            raise unauthorized("token has been revoked")
+        user = await self.users.get(claims.sub)
+        if user is None:
+            raise unauthorized("user no longer exists")
+        return user, claims.fam
+
+    async def purge_expired(self) -> int:
+        now = utcnow()
+        done = await self.families.delete_many({"expires_at": {"$lt": now}})
+        stale = now - timedelta(seconds=self.window)
+        await self.failures.delete_many({"window_start": {"$lt": stale}})
+        return done.deleted_count
+
+    async def _start_family(self, user: dict) -> dict:
+        family = uuid.uuid4().hex
+        jti = uuid.uuid4().hex
+        now = utcnow()
+        expires = now + timedelta(seconds=self.tokens.refresh_ttl)
+        await self.families.insert_one({"_id": family, "user_id": str(user["_id"]),
+                                        "refresh_jti": jti, "revoked": False,
+                                        "created_at": now, "expires_at": expires})
+        return self._tokens_for(user, family, jti)
+
+    def _tokens_for(self, user: dict, family: str, refresh_jti: str) -> dict:
+        user_id = str(user["_id"])
+        access = self.tokens.issue(user_id, family, "access")
+        refresh = self.tokens.issue(user_id, family, "refresh", jti=refresh_jti)
+        return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
+                "expires_in": self.tokens.access_ttl}
+
+    async def _check_throttle(self, key: str) -> None:
+        doc = await self.failures.find_one({"_id": key})
+        if doc is None or doc["count"] < self.max_failures:
+            return
+        retry_after = (doc["window_start"] + timedelta(seconds=self.window) - utcnow()).total_seconds()
+        if retry_after > 0:
+            raise ApiError(429, "rate_limited", "too many failed logins, try again later",
+                           headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})
+
+    async def _record_failure(self, key: str) -> None:
+        now = utcnow()
+        window_open = now - timedelta(seconds=self.window)
+        # One atomic $inc while the window is open; a new window otherwise.
+        counted = await self.failures.update_one(
+            {"_id": key, "window_start": {"$gt": window_open}}, {"$inc": {"count": 1}})
+        if counted.matched_count:
+            return
+        try:
+            await self.failures.update_one(
+                {"_id": key, "window_start": {"$lte": window_open}},
+                {"$set": {"count": 1, "window_start": now}}, upsert=True)
+        except DuplicateKeyError:
+            # Another request opened the window first: count into it.
+            await self.failures.update_one({"_id": key}, {"$inc": {"count": 1}})

@@ -1,0 +1,36 @@
+"""Everything a handler needs, built once per process: settings, database and the services."""
+
+from dataclasses import dataclass, field
+
+from .auth import AuthService
+from .db import Database
+from .posts import PostStore
+from .products import ProductStore
+from .realtime.log import EventLog
+from .security import PasswordHasher, TokenService
+from .settings import Settings
+from .users import UserStore
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    events: EventLog
+    users: UserStore
+    auth: AuthService
+    posts: PostStore
+    products: ProductStore
+    extras: dict = field(default_factory=dict)
+
+
+def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:
+    events = EventLog(db, settings.event_retention)
+    users = UserStore(db)
+    hasher = PasswordHasher(settings.bcrypt_rounds)
+    tokens = TokenService(jwt_secret, settings.jwt_issuer, settings.jwt_audience,
+                          settings.access_token_ttl, settings.refresh_token_ttl)
+    auth = AuthService(db, users, hasher, tokens, settings.login_max_failures,
+                       settings.login_window)
+    return AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
+                      posts=PostStore(db, events, users), products=ProductStore(db, events))

@@ -1,0 +1,110 @@
+"""The connection to MongoDB (or FerretDB) and the indexes the server relies on."""
+
+import logging
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+
+log = logging.getLogger(__name__)
+
+INDEXES = {
+    "users": [
+        IndexModel([("username_key", ASCENDING)], unique=True, name="username_unique"),
+        IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
+        IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="created"),
+    ],
+    "token_families": [
+        IndexModel([("user_id", ASCENDING)], name="user"),
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
+    ],
+    "login_failures": [
+        IndexModel([("window_start", ASCENDING)], name="window"),
+    ],
+    "posts": [
+        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest"),
+        IndexModel([("author_id", ASCENDING), ("created_at", DESCENDING)], name="author"),
+        IndexModel([("tags", ASCENDING), ("created_at", DESCENDING)], name="tag"),
+    ],
+    "comments": [
+        IndexModel([("post_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+                   name="post"),
+    ],
+    "products": [
+        IndexModel([("sku", ASCENDING)], unique=True, name="sku_unique"),
+        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest"),
+        IndexModel([("price_cents", ASCENDING), ("_id", ASCENDING)], name="price"),
+        IndexModel([("name", ASCENDING), ("_id", ASCENDING)], name="name"),
+        IndexModel([("category", ASCENDING)], name="category"),
+    ],
+    "events": [
+        # _id is the event's seq: its unique index is what keeps seq unique across workers.
+        IndexModel([("channel", ASCENDING), ("_id", ASCENDING)], name="channel"),
+        IndexModel([("created_at", ASCENDING)], name="created"),
+    ],
+    "notifications": [
+        IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                   name="recipient"),
+        IndexModel([("status", ASCENDING)], name="status"),
+    ],
+}
+
+# Errors that mean "the database cannot be reached right now", answered with 503.
+UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+class Database:
+    """One AsyncMongoClient per process and IOLoop, with the pool sized for the server behind it."""
+
+    def __init__(self, client: AsyncMongoClient, name: str, is_ferretdb: bool):
+        self.client = client
+        self.db = client[name]
+        self.is_ferretdb = is_ferretdb
+        self.indexes_ready = False
+
+    @classmethod
+    async def connect(cls, uri: str, name: str, timeout: float, is_ferretdb: bool | None = None):
+        """Connects; probes whether the server is FerretDB when the caller does not know."""
+        if is_ferretdb is None:
+            probe = _client(uri, timeout, pool_size=1)
+            try:
+                info = await probe.admin.command("buildInfo")
+                is_ferretdb = "ferretdbVersion" in info
+            except PyMongoError as exc:
+                log.warning("could not probe the database at start (%s); assuming MongoDB", exc)
+                is_ferretdb = False
+            finally:
+                await probe.close()
+        # FerretDB applies an update as read-then-write: two connections updating one document
+        # can lose an update, so against it everything goes through a single connection.
+        client = _client(uri, timeout, pool_size=1 if is_ferretdb else 100)
+        return cls(client, name, is_ferretdb)
+
+    def __getitem__(self, name: str):
+        return self.db[name]
+
+    async def ensure_indexes(self) -> None:
+        for collection, models in INDEXES.items():
+            await self.db[collection].create_indexes(models)
+        self.indexes_ready = True
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.command("ping")
+            return True
+        except PyMongoError:
+            return False
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _client(uri: str, timeout: float, pool_size: int) -> AsyncMongoClient:
+    ms = int(timeout * 1000)
+    return AsyncMongoClient(
+        uri, tz_aware=True, maxPoolSize=pool_size, timeoutMS=ms,
+        serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="tornado-app")
+

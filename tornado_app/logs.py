@@ -1,0 +1,46 @@
+"""JSON logs, one object per line; every request is logged with its id, route and timing."""
+
+import json
+import logging
+import sys
+import time
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                 + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Tornado's own access log is replaced by log_request below.
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+
+
+access_log = logging.getLogger("tornado_app.access")
+
+
+def log_request(handler) -> None:
+    status = handler.get_status()
+    user = getattr(handler, "user", None)
+    access_log.info(
+        "%s %s %s", handler.request.method, handler.request.path, status,
+        extra={"request_id": getattr(handler.request, "request_id", None),
+               "method": handler.request.method, "path": handler.request.path,
+               "route": getattr(handler, "route_name", type(handler).__name__),
+               "status": status, "duration_ms": round(handler.request.request_time() * 1000, 2),
+               "user_id": str(user["_id"]) if user else None})

@@ -1,0 +1,87 @@
+"""The durable event log: every change is stored with a deployment-wide seq before delivery.
+
+An event's `_id` is its seq. A worker writes seq = last + 1 and relies on the unique `_id` index:
+when another worker took that number first, the insert fails and it retries with the next one.
+So seq N is only ever written once N - 1 exists, which keeps the log gap-free in the order it
+becomes visible (a reader that has seen N has seen everything below it), on MongoDB and on
+FerretDB alike, with no transactions and no read-modify-write of a counter.
+"""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from ..clock import iso, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def event_public(doc: dict) -> dict:
+    return {"seq": doc["_id"], "channel": doc["channel"], "type": doc["type"],
+            "data": doc["data"], "created_at": iso(doc["created_at"])}
+
+
+class EventLog:
+    def __init__(self, db, retention: int):
+        self.events = db["events"]
+        self.retention = retention
+        self._last_seq: int | None = None
+        # Serializes this process's writes, so its own events are stored (and handed on) in
+        # seq order; other processes are kept in order by the unique index.
+        self._lock = asyncio.Lock()
+        self._listeners = []
+
+    def add_listener(self, callback) -> None:
+        """callback(event_dict) is called, in seq order, for every event this process stores."""
+        self._listeners.append(callback)
+
+    async def latest_seq(self) -> int:
+        doc = await self.events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        return doc["_id"] if doc else 0
+
+    async def oldest_seq(self) -> int | None:
+        doc = await self.events.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
+        return doc["_id"] if doc else None
+
+    async def publish(self, channel: str, type_: str, data: dict) -> dict:
+        async with self._lock:
+            if self._last_seq is None:
+                self._last_seq = await self.latest_seq()
+            while True:
+                doc = {"_id": self._last_seq + 1, "channel": channel, "type": type_,
+                       "data": data, "created_at": utcnow()}
+                try:
+                    await self.events.insert_one(doc)
+                except DuplicateKeyError:
+                    self._last_seq = await self.latest_seq()
+                    continue
+                self._last_seq = doc["_id"]
+                break
+        event = event_public(doc)
+        for callback in self._listeners:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event listener failed for seq %s", event["seq"])
+        return event
+
+    async def read(self, channels, after: int, up_to: int | None = None, limit: int = 1000):
+        """Events after seq `after` (and at most `up_to`), in seq order; all channels if None."""
+        seq = {"$gt": after}
+        if up_to is not None:
+            seq["$lte"] = up_to
+        query = {"_id": seq}
+        if channels is not None:
+            query["channel"] = {"$in": list(channels)}
+        docs = await self.events.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
+        return [event_public(doc) for doc in docs]
+
+    async def purge(self) -> int:
+        """Removes events past retention, always keeping the newest so seq never restarts."""
+        latest = await self.latest_seq()
+        cutoff = utcnow() - timedelta(seconds=self.retention)
+        done = await self.events.delete_many({"created_at": {"$lt": cutoff}, "_id": {"$lt": latest}})
+        return done.deleted_count

@@ -1,0 +1,1 @@
+"""Pydantic models, one per use: what a request may carry and what a response shows."""

@@ -1,0 +1,93 @@
+"""Every setting of the server, read once from the environment and validated at start."""
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
+
+_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    app_env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8888, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path("./var")
+
+    mongodb_uri: str | None = None
+    mongodb_db: str = Field("tornado_app", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    # Seconds before a database call is given up and answered with 503.
+    db_timeout: float = Field(3.0, gt=0, le=60)
+    ferretdb_bin: str | None = None
+
+    jwt_secret: str | None = None
+    jwt_issuer: str = "tornado-app"
+    jwt_audience: str = "tornado-app-api"
+    access_token_ttl: int = Field(15 * 60, ge=1)
+    refresh_token_ttl: int = Field(7 * 24 * 3600, ge=1)
+    bcrypt_rounds: int = Field(12, ge=4, le=31)
+    login_max_failures: int = Field(5, ge=1)
+    login_window: int = Field(15 * 60, ge=1)
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Comma-separated, e.g. "https://app.example.com,https://admin.example.com".
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    event_retention: int = Field(24 * 3600, ge=1)
+    ws_ping_interval: float = Field(20.0, gt=0)
+    ws_max_message_bytes: int = Field(64 * 1024, ge=256)
+    ws_max_subscriptions: int = Field(100, ge=1)
+    ws_max_pending_bytes: int = Field(1024 * 1024, ge=1024)
+    redis_url: str | None = None
+    shutdown_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://example.com")
+        return [origin.rstrip("/").lower() for origin in value]
+
+    @model_validator(mode="after")
+    def _production_needs_secret(self):
+        if self.app_env == "production":
+            if not self.jwt_secret or len(self.jwt_secret.encode()) < 32:
+                raise ValueError("APP_ENV=production requires JWT_SECRET of at least 32 bytes")
+        if self.refresh_token_ttl < self.access_token_ttl:
+            raise ValueError("REFRESH_TOKEN_TTL must not be shorter than ACCESS_TOKEN_TTL")
+        return self
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.mongodb_uri
+
+
+class SettingsError(Exception):
+    """A setting from the environment is invalid; the message names each one."""
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(part) for part in err["loc"]).upper() or "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+    except _SourceError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from None
