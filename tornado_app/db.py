@@ -88,7 +88,12 @@ class Database:
 
     async def ensure_indexes(self) -> None:
         for collection, models in INDEXES.items():
-            await self.db[collection].create_indexes(models)
+            existing = {index["name"] async for index in await self.db[collection].list_indexes()}
+            for model in models:
+                # One index per command: FerretDB 1.24 panics on a createIndexes naming several
+                # indexes that all exist already.
+                if model.document["name"] not in existing:
+                    await self.db[collection].create_indexes([model])
         self.indexes_ready = True
 
     async def ping(self) -> bool:

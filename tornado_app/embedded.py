@@ -42,11 +42,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedFerretDB:
     """Starts FerretDB with its SQLite backend on a free loopback port; data under `data_dir`."""
 
-    def __init__(self, data_dir: Path, binary: str | None = None, host: str = "127.0.0.1"):
+    def __init__(self, data_dir: Path, binary: str | None = None, host: str = "127.0.0.1",
+                 port: int | None = None):
         self.data_dir = Path(data_dir).resolve() / "ferretdb"
         self.binary = find_ferretdb(binary)
         self.host = host
-        self.port: int | None = None
+        self.port = port
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,7 +56,7 @@ class EmbeddedFerretDB:
 
     def start(self, timeout: float = 30.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port(self.host)
+        self.port = self.port or free_port(self.host)
         log_path = self.data_dir / "ferretdb.log"
         args = [
             self.binary,

@@ -1,0 +1,142 @@
+"""The contract's general rules: content types, body limits, JSON parsing, errors, outages."""
+
+import asyncio
+import socket
+import time
+
+import pytest
+from tornado.iostream import IOStream
+
+from tests.conftest import Api, assert_error
+from tornado_app.embedded import EmbeddedFerretDB
+from tornado_app.server import Server
+from tornado_app.settings import load_settings
+
+REGISTER = "/api/v1/auth/register"
+
+
+@pytest.mark.gen_test
+async def test_wrong_content_type_is_415(api):
+    response = await api.post(REGISTER, body='{"username": "alice"}', content_type="text/plain")
+    assert_error(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.gen_test
+async def test_missing_content_type_is_415(api):
+    response = await api.post(REGISTER, body='{"username": "alice"}')
+    assert_error(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.gen_test
+async def test_json_content_type_with_charset_is_accepted(api):
+    response = await api.post(REGISTER, body='{"username": "alice", "email": "a@example.com", '
+                              '"password": "password123"}',
+                              content_type="application/json; charset=utf-8")
+    assert response.code == 201
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("body", [
+    b"", b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe{}", b'{"a": NaN}',
+    b'{"a": 1, "a": 2}', b'{"a":' * 100 + b"1" + b"}" * 100,
+])
+async def test_body_that_is_not_a_json_object_is_400(api, body):
+    response = await api.post(REGISTER, body=body, content_type="application/json")
+    assert_error(response, 400, "invalid_json")
+
+
+@pytest.mark.gen_test
+async def test_body_over_the_limit_is_413(api):
+    response = await api.post(REGISTER, body=b"x" * (1024 * 1024 + 1),
+                              content_type="application/json")
+    assert_error(response, 413, "payload_too_large")
+
+
+@pytest.mark.gen_test
+async def test_oversize_body_is_refused_before_it_is_sent(server):
+    """A Content-Length over the limit is answered from the headers alone."""
+    stream = IOStream(socket.socket())
+    await stream.connect(("127.0.0.1", server.port))
+    await stream.write(b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n")
+    head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 413")
+    stream.close()
+
+
+@pytest.mark.gen_test
+async def test_chunked_body_over_the_limit_is_413_as_it_streams(server):
+    stream = IOStream(socket.socket())
+    await stream.connect(("127.0.0.1", server.port))
+    await stream.write(b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * 65536
+    for _ in range(20):  # 1.25 MiB, never finished
+        await stream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 413")
+    stream.close()
+
+
+@pytest.mark.gen_test
+async def test_error_bodies_never_show_internals(api):
+    response = await api.get("/api/v1/posts/" + "f" * 24)
+    assert_error(response, 404, "not_found")
+    assert "Traceback" not in response.body.decode()
+
+
+@pytest.mark.gen_test
+async def test_query_validation_errors_list_the_field(api):
+    response = await api.get("/api/v1/posts?limit=0")
+    assert_error(response, 422, "validation_error")
+    assert response.json["error"]["details"][0]["loc"] == ["query", "limit"]
+
+
+class TestDatabaseOutage:
+    """The database goes away: 503 within seconds, readiness fails, and all recovers by itself."""
+
+    @pytest.fixture
+    def own_ferretdb(self, tmp_path):
+        ferretdb = EmbeddedFerretDB(tmp_path / "db")
+        ferretdb.start()
+        yield ferretdb
+        ferretdb.stop()
+
+    @pytest.fixture
+    def outage_server(self, io_loop, own_ferretdb, tmp_path):
+        settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
+                                 data_dir=tmp_path, jwt_secret="s" * 40, bcrypt_rounds=4,
+                                 db_timeout=2)
+        srv = Server(settings, own_ferretdb.uri, "s" * 40, is_ferretdb=True)
+        io_loop.run_sync(srv.start)
+        yield srv
+        io_loop.run_sync(srv.stop)
+
+    @pytest.mark.gen_test(timeout=60)
+    async def test_outage_is_503_and_recovery_needs_no_restart(self, outage_server, own_ferretdb):
+        api = Api(f"http://127.0.0.1:{outage_server.port}")
+        await api.register("alice")
+
+        own_ferretdb.stop()
+        started = time.monotonic()
+        response = await api.get("/api/v1/posts")
+        assert_error(response, 503, "service_unavailable")
+        assert response.headers["Retry-After"]
+        assert time.monotonic() - started < 5
+        ready = await api.get("/health/ready")
+        assert ready.code == 503
+        assert (await api.get("/health")).code == 200
+
+        own_ferretdb.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            response = await api.get("/api/v1/posts")
+            if response.code == 200:
+                break
+            await asyncio.sleep(0.5)
+        assert response.code == 200
+        assert (await api.get("/health/ready")).code == 200
+        # Nothing acknowledged before the outage was lost.
+        assert (await api.post("/api/v1/auth/login",
+                               {"username": "alice", "password": "password123"})).code == 200
+        api.close()
