@@ -65,6 +65,15 @@ def parse_json_object(raw: bytes) -> dict:
     return body
 
 
+def render_error(handler: web.RequestHandler, error: ApiError) -> None:
+    """Answers with the contract's one error shape (also used before a WebSocket upgrade)."""
+    handler.set_status(error.status)
+    for name, value in error.headers.items():
+        handler.set_header(name, value)
+    handler.set_header("Content-Type", "application/json; charset=utf-8")
+    handler.finish(json.dumps(error.body(), separators=(",", ":")))
+
+
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
     """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
@@ -78,6 +87,7 @@ class BaseHandler(web.RequestHandler):
         self._chunks: list[bytes] = []
         self._received = 0
         self._too_large = False
+        self._counted = False
 
     @property
     def request_id(self) -> str:
@@ -95,6 +105,8 @@ class BaseHandler(web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
 
     async def prepare(self) -> None:
+        self._counted = True
+        self.ctx.inflight += 1
         limit = self.ctx.settings.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None:
@@ -198,6 +210,18 @@ class BaseHandler(web.RequestHandler):
             raise forbidden("admin role required")
         return user
 
+    def on_finish(self) -> None:
+        self._uncount()
+
+    def on_connection_close(self) -> None:
+        self._uncount()
+        super().on_connection_close()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.ctx.inflight -= 1
+
     def compute_etag(self):
         # Versioned resources set their own ETag; nothing else gets one computed from the body.
         return None
@@ -233,11 +257,7 @@ class BaseHandler(web.RequestHandler):
                              f"method {self.request.method} is not allowed here")
         else:
             error = ApiError(500, "internal_error", "internal server error")
-        self.set_status(error.status)
-        for name, value in error.headers.items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(error.body(), separators=(",", ":")))
+        render_error(self, error)
 
     def send_error(self, status_code: int = 500, **kwargs) -> None:
         if self._finished:

@@ -2,7 +2,7 @@
 
 from tornado import web
 
-from handlers import auth, health, posts, products, users
+from handlers import auth, health, notifications, posts, products, realtime, users
 from handlers.base import NotFoundHandler
 
 from .context import AppContext
@@ -30,10 +30,20 @@ ROUTES = [
     (API + r"/products", products.ProductsHandler),
     (API + r"/products/" + ID, products.ProductHandler),
     (API + r"/products/" + ID + r"/stock", products.StockHandler),
+    (API + r"/notifications", notifications.NotificationsHandler),
+    (API + r"/notifications/" + ID, notifications.NotificationHandler),
+    (API + r"/notifications/" + ID + r"/read", notifications.NotificationReadHandler),
+    (API + r"/ws", realtime.EventsSocket),
+    (API + r"/poll", realtime.PollHandler),
+    (API + r"/stream", realtime.StreamHandler),
 ]
 
 
 def make_app(ctx: AppContext) -> web.Application:
+    settings = ctx.settings
     return web.Application(
         ROUTES, ctx=ctx, default_handler_class=NotFoundHandler,
-        compress_response=False, xsrf_cookies=False, log_function=log_request)
+        compress_response=False, xsrf_cookies=False, log_function=log_request,
+        websocket_ping_interval=settings.ws_ping_interval,
+        websocket_ping_timeout=settings.ws_ping_interval,
+        websocket_max_message_size=settings.ws_max_message_bytes)

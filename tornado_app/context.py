@@ -6,6 +6,9 @@ from .auth import AuthService
 from .db import Database
 from .posts import PostStore
 from .products import ProductStore
+from .notifications import NotificationService
+from .realtime.connections import Connections
+from .realtime.hub import Hub
 from .realtime.log import EventLog
 from .security import PasswordHasher, TokenService
 from .settings import Settings
@@ -21,11 +24,18 @@ class AppContext:
     auth: AuthService
     posts: PostStore
     products: ProductStore
+    notifications: NotificationService
+    hub: Hub
+    connections: Connections
+    # Requests being served right now, so shutdown can let them finish.
+    inflight: int = 0
     extras: dict = field(default_factory=dict)
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:
     events = EventLog(db, settings.event_retention)
+    hub = Hub(events)
+    events.add_listener(hub.on_event)
     users = UserStore(db)
     hasher = PasswordHasher(settings.bcrypt_rounds)
     tokens = TokenService(jwt_secret, settings.jwt_issuer, settings.jwt_audience,
@@ -33,4 +43,6 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
     auth = AuthService(db, users, hasher, tokens, settings.login_max_failures,
                        settings.login_window)
     return AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
-                      posts=PostStore(db, events, users), products=ProductStore(db, events))
+                      posts=PostStore(db, events, users), products=ProductStore(db, events),
+                      notifications=NotificationService(db, events, users), hub=hub,
+                      connections=Connections())

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -9,6 +10,7 @@ from tornado.netutil import bind_sockets
 from .app import make_app
 from .context import AppContext, build_context
 from .db import Database
+from .realtime.fanout import RedisFanout
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class Server:
         self.is_ferretdb = is_ferretdb
         self.ctx: AppContext | None = None
         self.http: HTTPServer | None = None
+        self.fanout: RedisFanout | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
 
@@ -35,13 +38,18 @@ class Server:
         settings = self.settings
         db = await Database.connect(self.mongodb_uri, settings.mongodb_db, settings.db_timeout,
                                     self.is_ferretdb)
-        self.ctx = build_context(settings, db, self.jwt_secret)
+        self.ctx = ctx = build_context(settings, db, self.jwt_secret)
         try:
-            await db.ensure_indexes()
+            await self._prepare_database()
         except Exception as exc:  # the database may come up after us: keep trying
             log.warning("database not ready at start (%s); retrying in the background", exc)
-            self._tasks.append(asyncio.create_task(self._ensure_indexes_until_done()))
-        self.http = HTTPServer(make_app(self.ctx), max_body_size=TORNADO_MAX_BODY,
+            self._tasks.append(asyncio.create_task(self._prepare_until_done()))
+        if settings.redis_url:
+            self.fanout = RedisFanout(settings.redis_url, ctx.hub)
+            ctx.events.add_listener(self.fanout.publish)
+            self.fanout.start()
+        ctx.connections.start()
+        self.http = HTTPServer(make_app(ctx), max_body_size=TORNADO_MAX_BODY,
                                idle_connection_timeout=120, body_timeout=60)
         if sockets is None:
             sockets = bind_sockets(settings.port, settings.host)
@@ -51,11 +59,17 @@ class Server:
         log.info("listening on http://%s:%s", settings.host, self.port)
         return self.port
 
-    async def _ensure_indexes_until_done(self) -> None:
+    async def _prepare_database(self) -> None:
+        await self.ctx.db.ensure_indexes()
+        await self.ctx.hub.start()
+        # Anything still queued from before a stop is delivered now.
+        self.ctx.notifications.start()
+
+    async def _prepare_until_done(self) -> None:
         while True:
             await asyncio.sleep(2)
             try:
-                await self.ctx.db.ensure_indexes()
+                await self._prepare_database()
                 log.info("database ready, indexes in place")
                 return
             except Exception as exc:
@@ -72,16 +86,27 @@ class Server:
                 log.warning("maintenance pass failed: %s", exc)
 
     async def stop(self) -> None:
+        """Stop accepting, end long-lived connections, let requests finish, all within
+        SHUTDOWN_TIMEOUT."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout
         if self.http is not None:
             self.http.stop()
+        ctx = self.ctx
+        if ctx is not None:
+            await ctx.connections.shutdown(max(0.0, (deadline - time.monotonic()) / 2))
+            while ctx.inflight and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.http is not None:
             try:
                 await asyncio.wait_for(self.http.close_all_connections(),
-                                       self.settings.shutdown_timeout)
+                                       max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 log.warning("connections still open after SHUTDOWN_TIMEOUT")
-        if self.ctx is not None:
-            await self.ctx.db.close()
+        if ctx is not None:
+            await ctx.notifications.stop()
+            if self.fanout is not None:
+                await self.fanout.stop()
+            await ctx.db.close()

@@ -1,0 +1,43 @@
+"""Notification endpoints."""
+
+from tornado_app.notifications import notification_public
+from tornado_app.schemas.common import PageQuery
+from tornado_app.schemas.notifications import NotificationCreate
+
+from .base import BaseHandler
+
+
+class NotificationsHandler(BaseHandler):
+    route_name = "notifications.list"
+
+    async def post(self) -> None:
+        await self.require_admin()
+        body = self.json_body(NotificationCreate)
+        doc = await self.ctx.notifications.create(body.user_id, body.title, body.body)
+        self.set_header("Location", f"/api/v1/notifications/{doc['_id']}")
+        self.send_json({"id": str(doc["_id"]), "status": doc["status"]}, status=202)
+
+    async def get(self) -> None:
+        user = await self.require_user()
+        params = self.query(PageQuery)
+        page = await self.ctx.notifications.list_for(user, params.limit, params.cursor)
+        self.send_json(page.to_json(notification_public))
+
+
+class NotificationHandler(BaseHandler):
+    route_name = "notifications.item"
+
+    async def get(self, notification_id: str) -> None:
+        user = await self.require_user()
+        self.send_json(notification_public(
+            await self.ctx.notifications.get_for(user, notification_id)))
+
+
+class NotificationReadHandler(BaseHandler):
+    route_name = "notifications.read"
+
+    async def post(self, notification_id: str) -> None:
+        user = await self.require_user()
+        self.no_body()
+        self.send_json(notification_public(
+            await self.ctx.notifications.mark_read(user, notification_id)))

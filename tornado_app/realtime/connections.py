@@ -1,0 +1,45 @@
+"""The long-lived connections of this process, for shutdown, keep-alives and metrics."""
+
+import asyncio
+import logging
+
+from tornado.ioloop import PeriodicCallback
+
+log = logging.getLogger(__name__)
+
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+class Connections:
+    def __init__(self):
+        self.sockets = set()   # WebSocket handlers
+        self.polls = set()     # pending long-poll handlers
+        self.streams = set()   # SSE handlers
+        self.slow_consumers_closed = 0
+        self.shutting_down = False
+        self._keepalive: PeriodicCallback | None = None
+
+    def start(self) -> None:
+        # One timer for every SSE stream, not one per connection.
+        self._keepalive = PeriodicCallback(self._sse_keepalive, SSE_KEEPALIVE_SECONDS * 1000)
+        self._keepalive.start()
+
+    def _sse_keepalive(self) -> None:
+        for stream in tuple(self.streams):
+            stream.keepalive()
+
+    async def shutdown(self, timeout: float) -> None:
+        """WebSockets close with 1001, long-polls answer with what they have, SSE streams end."""
+        self.shutting_down = True
+        if self._keepalive is not None:
+            self._keepalive.stop()
+        for poll in tuple(self.polls):
+            poll.answer()
+        for stream in tuple(self.streams):
+            stream.end()
+        for socket in tuple(self.sockets):
+            socket.close(1001, "server shutting down")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self.sockets or self.polls or self.streams) and \
+                asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)

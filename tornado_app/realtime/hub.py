@@ -1,0 +1,161 @@
+"""The hub: channel → subscribers in this process, fed in seq order, with no gap and no duplicate.
+
+Events reach the hub from this process's own writes and, with several workers, from Redis. The
+log's seq has no gaps, so the hub always knows whether it has missed something: an event that
+arrives ahead of the next expected seq is held while the missing ones are read from the log.
+Each event is serialized once; a subscriber's `deliver(record)` only writes prebuilt bytes.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from itertools import islice
+
+from ..errors import ApiError
+from .record import Record
+
+log = logging.getLogger(__name__)
+
+REPLAY_BATCH = 1000
+
+
+class Hub:
+    def __init__(self, event_log, memory: int = 20000):
+        self.log = event_log
+        self.last_seq = 0
+        self.started = False
+        self.channels: dict[str, set] = {}
+        # The newest events, contiguous in seq, so most replays never touch the database.
+        self.recent: deque[Record] = deque(maxlen=memory)
+        self._ahead: dict[int, dict] = {}
+        self._catch_up: asyncio.Task | None = None
+        self.delivered = 0
+        self.on_dispatch = []  # callbacks(record), e.g. metrics
+
+    async def start(self) -> None:
+        if not self.started:
+            self.last_seq = await self.log.latest_seq()
+            self.started = True
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, subscriber, channels) -> None:
+        for name in channels:
+            self.channels.setdefault(name, set()).add(subscriber)
+
+    def unsubscribe(self, subscriber, channels) -> None:
+        for name in channels:
+            subs = self.channels.get(name)
+            if subs is not None:
+                subs.discard(subscriber)
+                if not subs:
+                    del self.channels[name]
+
+    # --- intake ------------------------------------------------------------------------------
+
+    def on_event(self, event: dict) -> None:
+        seq = event["seq"]
+        if not self.started:
+            # The log's position is not known yet (database down at start): begin here.
+            self.started = True
+            self.last_seq = seq - 1
+        if seq <= self.last_seq:
+            return  # already delivered (our own event echoed back by Redis, or a replay)
+        if seq == self.last_seq + 1:
+            self._dispatch(Record(event))
+            self._drain_ahead()
+            return
+        self._ahead[seq] = event
+        if self._catch_up is None or self._catch_up.done():
+            self._catch_up = asyncio.get_running_loop().create_task(self._fill_gap())
+
+    def _drain_ahead(self) -> None:
+        while self._ahead:
+            event = self._ahead.pop(self.last_seq + 1, None)
+            if event is None:
+                for seq in [s for s in self._ahead if s <= self.last_seq]:
+                    del self._ahead[seq]
+                return
+            self._dispatch(Record(event))
+
+    async def _fill_gap(self) -> None:
+        # Give an out-of-order event from another worker a moment to arrive on its own.
+        await asyncio.sleep(0.02)
+        while self._ahead:
+            self._drain_ahead()
+            if not self._ahead:
+                return
+            first_ahead = min(self._ahead)
+            try:
+                missing = await self.log.read(None, self.last_seq, first_ahead - 1)
+            except Exception as exc:
+                log.warning("could not read missing events from the log: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for event in missing:
+                if event["seq"] == self.last_seq + 1:
+                    self._dispatch(Record(event))
+            if not missing or self.last_seq < first_ahead - 1:
+                # Purged before we could read them: nothing left to wait for.
+                log.warning("events %s..%s are gone from the log", self.last_seq + 1,
+                            first_ahead - 1)
+                self.last_seq = first_ahead - 1
+
+    async def poll_log(self) -> int:
+        """Reads whatever the log has past what we delivered (when Redis cannot tell us)."""
+        events = await self.log.read(None, self.last_seq, None, REPLAY_BATCH)
+        for event in events:
+            self.on_event(event)
+        return len(events)
+
+    def _dispatch(self, record: Record) -> None:
+        self.last_seq = record.seq
+        self.recent.append(record)
+        subscribers = self.channels.get(record.channel)
+        if subscribers:
+            # A copy: a delivery may drop a slow subscriber, which changes the set.
+            for subscriber in tuple(subscribers):
+                try:
+                    subscriber.deliver(record)
+                except Exception:
+                    log.exception("delivery to a subscriber failed")
+            self.delivered += len(subscribers)
+        for callback in self.on_dispatch:
+            callback(record)
+
+    # --- replay ------------------------------------------------------------------------------
+
+    async def check_cursor(self, since: int) -> None:
+        """410-style cursor_expired when events after `since` have been purged already."""
+        if self.recent and since >= self.recent[0].seq - 1:
+            return
+        oldest = await self.log.oldest_seq()
+        if oldest is not None and since < oldest - 1:
+            raise ApiError(410, "cursor_expired",
+                           f"events after {since} are no longer retained; the oldest is {oldest}",
+                           details=[{"loc": ["since"], "msg": f"oldest retained seq is {oldest}",
+                                     "oldest_seq": oldest}])
+
+    async def replay(self, channels, after: int, up_to: int, limit: int | None = None):
+        """Records on `channels` with after < seq <= up_to, in order (memory first, then the log)."""
+        wanted = set(channels)
+        out: list[Record] = []
+        if self.recent and self.recent[0].seq <= after + 1:
+            start = max(after + 1 - self.recent[0].seq, 0)
+            for record in islice(self.recent, start, None):
+                if record.seq > up_to:
+                    break
+                if record.channel in wanted:
+                    out.append(record)
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+        cursor = after
+        while cursor < up_to:
+            batch = REPLAY_BATCH if limit is None else min(REPLAY_BATCH, limit - len(out))
+            events = await self.log.read(wanted, cursor, up_to, batch)
+            out.extend(Record(event) for event in events)
+            if len(events) < batch or (limit is not None and len(out) >= limit):
+                break
+            cursor = events[-1]["seq"]
+        return out

@@ -1,0 +1,69 @@
+"""One connection's subscriptions (WebSocket or SSE): its channels, cursor and replay seam.
+
+While a replay from the log runs, live events for the connection are queued; once the replay
+has sent everything up to the hub's position at subscribe time, the queue (all newer) follows.
+The cursor drops anything already sent, so the seam has no gap and no duplicate.
+"""
+
+REPLAY_PAGE = 1000
+
+
+class Subscription:
+    __slots__ = ("hub", "sink", "channels", "cursor", "queue")
+
+    def __init__(self, hub, sink):
+        self.hub = hub
+        self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
+        self.channels: set[str] = set()
+        self.cursor = 0
+        self.queue: list | None = None
+
+    def deliver(self, record) -> None:
+        if self.queue is not None:
+            self.queue.append(record)
+        elif record.seq > self.cursor:
+            self.cursor = record.seq
+            self.sink(record)
+
+    async def add(self, channels: list[str], since: int | None) -> None:
+        hub = self.hub
+        if since is not None:
+            await hub.check_cursor(since)
+        new = [name for name in channels if name not in self.channels]
+        self.channels.update(new)
+        if since is None:
+            hub.subscribe(self, new)
+            self.cursor = max(self.cursor, hub.last_seq)
+            return
+        self.queue = []
+        hub.subscribe(self, new)
+        up_to = hub.last_seq
+        try:
+            after = since
+            while True:
+                page = await hub.replay(channels, after, up_to, limit=REPLAY_PAGE)
+                for record in page:
+                    if self.queue is None:
+                        return  # closed during the replay
+                    self.sink(record)
+                if len(page) < REPLAY_PAGE:
+                    break
+                after = page[-1].seq
+            self.cursor = max(self.cursor, since, up_to)
+        except BaseException:
+            self.remove(new)
+            raise
+        finally:
+            queued, self.queue = self.queue, None
+            for record in queued or ():
+                self.deliver(record)
+
+    def remove(self, channels) -> None:
+        present = [name for name in channels if name in self.channels]
+        self.channels.difference_update(present)
+        self.hub.unsubscribe(self, present)
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self, self.channels)
+        self.channels = set()
+        self.queue = None
