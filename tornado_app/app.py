@@ -2,7 +2,7 @@
 
 from tornado import web
 
-from handlers import auth, health, notifications, posts, products, realtime, users
+from handlers import auth, health, notifications, poll, posts, products, sse, users, ws
 from handlers.base import NotFoundHandler
 
 from .context import AppContext
@@ -33,9 +33,9 @@ ROUTES = [
     (API + r"/notifications", notifications.NotificationsHandler),
     (API + r"/notifications/" + ID, notifications.NotificationHandler),
     (API + r"/notifications/" + ID + r"/read", notifications.NotificationReadHandler),
-    (API + r"/ws", realtime.EventsSocket),
-    (API + r"/poll", realtime.PollHandler),
-    (API + r"/stream", realtime.StreamHandler),
+    (API + r"/ws", ws.EventsSocket),
+    (API + r"/poll", poll.PollHandler),
+    (API + r"/stream", sse.StreamHandler),
 ]
 
 

@@ -112,4 +112,3 @@ def _client(uri: str, timeout: float, pool_size: int) -> AsyncMongoClient:
     return AsyncMongoClient(
         uri, tz_aware=True, maxPoolSize=pool_size, timeoutMS=ms,
         serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="tornado-app")
-

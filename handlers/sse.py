@@ -1,0 +1,81 @@
+"""Server-Sent Events `/api/v1/stream`."""
+
+import asyncio
+
+from tornado_app.errors import ApiError
+from tornado_app.realtime.channels import check_access, parse_channel_list
+from tornado_app.realtime.subscription import Subscription
+from tornado_app.realtime.transport import unsent_bytes
+from tornado_app.schemas.notifications import StreamQuery
+
+from .base import BaseHandler
+
+
+class StreamHandler(BaseHandler):
+    """Server-Sent Events: replay from Last-Event-ID or `since`, then live, until closed."""
+
+    route_name = "realtime.sse"
+
+    def initialize(self, **kwargs) -> None:
+        super().initialize(**kwargs)
+        self.subscription = None
+        self._done = None
+
+    async def get(self) -> None:
+        params = self.query(StreamQuery)
+        channels = parse_channel_list(params.channels, self.ctx.settings.ws_max_subscriptions)
+        if any(name.startswith("user:") for name in channels):
+            await self.require_user()
+        check_access(self.user, channels)
+        since = params.since
+        last_event_id = self.request.headers.get("Last-Event-ID")
+        if last_event_id is not None and last_event_id.strip():
+            if not last_event_id.strip().isdigit():
+                raise ApiError(422, "validation_error", "Last-Event-ID must be an event seq")
+            since = int(last_event_id.strip())
+        if since is not None:
+            await self.ctx.hub.check_cursor(since)
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        self._done = asyncio.get_running_loop().create_future()
+        self.subscription = Subscription(self.ctx.hub, self._send_record)
+        self.ctx.connections.streams.add(self)
+        self.write(b": connected\n\n")
+        self.flush()
+        await self.subscription.add(channels, since)
+        if self.ctx.connections.shutting_down:
+            self.end()
+        await self._done
+        if not self._finished:
+            self.finish()
+
+    def _send_record(self, record) -> None:
+        self._write(record.sse)
+
+    def keepalive(self) -> None:
+        self._write(b": keep-alive\n\n")
+
+    def _write(self, data: bytes) -> None:
+        if self._finished or self.request.connection.stream.closed():
+            return
+        self.write(data)
+        self.flush()
+        if unsent_bytes(self.request.connection.stream) > self.ctx.settings.ws_max_pending_bytes:
+            self.ctx.connections.slow_consumers_closed += 1
+            self.request.connection.stream.close()
+            self.end()
+
+    def end(self) -> None:
+        self._cleanup()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _cleanup(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+        self.ctx.connections.streams.discard(self)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self.end()

@@ -1,0 +1,154 @@
+"""WebSocket `/api/v1/ws`: subscribe, unsubscribe, ping and auth over one connection."""
+
+import json
+
+from tornado import websocket
+from tornado.iostream import StreamClosedError
+
+from tornado_app.errors import ApiError
+from tornado_app.realtime.channels import check_access, check_channels
+from tornado_app.realtime.record import websocket_text_frame
+from tornado_app.realtime.subscription import Subscription
+from tornado_app.realtime.transport import unsent_bytes
+
+from .base import parse_json_object, render_error
+
+
+class EventsSocket(websocket.WebSocketHandler):
+    route_name = "realtime.ws"
+
+    def initialize(self) -> None:
+        self.ctx = self.application.settings["ctx"]
+        self.user = None
+        self.subscription = None
+
+    async def get(self, *args, **kwargs) -> None:
+        try:
+            self._check_origin_allowed()
+            token = self._upgrade_token()
+            if token is not None:
+                self.user, _ = await self.ctx.auth.authenticate(token)
+        except ApiError as error:
+            render_error(self, error)
+            return
+        await super().get(*args, **kwargs)
+
+    def _check_origin_allowed(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            return  # not a browser: nothing for an Origin check to protect
+        allowed = self.ctx.settings.allowed_origins
+        if "*" not in allowed and origin.rstrip("/").lower() not in allowed:
+            raise ApiError(403, "forbidden", "this Origin may not open a WebSocket here")
+
+    def _upgrade_token(self) -> str | None:
+        header = self.request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <token>'",
+                               headers={"WWW-Authenticate": "Bearer"})
+            return token.strip()
+        return self.get_query_argument("access_token", None)
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # checked in get(), so the refusal has the contract's error shape
+
+    def get_compression_options(self):
+        return None  # uncompressed, so one prebuilt frame serves every subscriber
+
+    def open(self, *args) -> None:
+        self.subscription = Subscription(self.ctx.hub, self._send_record)
+        self.ctx.connections.sockets.add(self)
+        if self.ctx.connections.shutting_down:
+            self.close(1001, "server shutting down")
+
+    def on_close(self) -> None:
+        self.ctx.connections.sockets.discard(self)
+        if self.subscription is not None:
+            self.subscription.close()
+
+    # --- server → client ---------------------------------------------------------------------
+
+    def _send_record(self, record) -> None:
+        self._write_frame(record.frame)
+
+    def _send(self, payload: dict) -> None:
+        self._write_frame(websocket_text_frame(
+            json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()))
+
+    def _write_frame(self, frame: bytes) -> None:
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return
+        stream = connection.stream
+        try:
+            stream.write(frame)
+        except StreamClosedError:
+            return
+        if unsent_bytes(stream) > self.ctx.settings.ws_max_pending_bytes:
+            # A slow consumer: drop it rather than buffer without bound or hold others up.
+            # It reconnects and resumes with `since`.
+            self.ctx.connections.slow_consumers_closed += 1
+            self.subscription.close()
+            self.close(1013, "slow consumer: resume with since")
+
+    def _error(self, code: str, message: str, ref=None, **extra) -> None:
+        self._send({"type": "error", "code": code, "message": message, "ref": ref, **extra})
+
+    # --- client → server ---------------------------------------------------------------------
+
+    async def on_message(self, message) -> None:
+        if isinstance(message, bytes):
+            self._error("invalid_json", "binary frames are not supported; send JSON text")
+            return
+        try:
+            msg = parse_json_object(message.encode("utf-8", errors="surrogatepass"))
+        except ApiError as error:
+            self._error(error.code, error.message)
+            return
+        ref = msg.get("ref")
+        op = msg.get("op")
+        try:
+            if op == "subscribe":
+                await self._subscribe(msg, ref)
+            elif op == "unsubscribe":
+                channels = msg.get("channels")
+                if not isinstance(channels, list):
+                    raise ApiError(422, "validation_error", "channels must be a list")
+                self.subscription.remove(channels)
+                self._send({"type": "unsubscribed", "channels": channels, "ref": ref})
+            elif op == "ping":
+                self._send({"type": "pong", "ref": ref})
+            elif op == "auth":
+                token = msg.get("token")
+                if not isinstance(token, str) or not token:
+                    raise ApiError(422, "validation_error", "token must be a non-empty string")
+                self.user, _ = await self.ctx.auth.authenticate(token)
+                self._send({"type": "authenticated", "user_id": str(self.user["_id"]),
+                            "ref": ref})
+            else:
+                raise ApiError(422, "validation_error",
+                               "op must be one of subscribe, unsubscribe, ping, auth")
+        except ApiError as error:
+            extra = {}
+            if error.code == "cursor_expired" and error.details:
+                extra["oldest_seq"] = error.details[0]["oldest_seq"]
+            self._error(error.code, error.message, ref, **extra)
+
+    async def _subscribe(self, msg: dict, ref) -> None:
+        unknown = set(msg) - {"op", "channels", "since", "ref"}
+        if unknown:
+            raise ApiError(422, "validation_error", f"unknown field {sorted(unknown)[0]!r}")
+        since = msg.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)
+                                  or since < 0):
+            raise ApiError(422, "validation_error", "since must be a non-negative integer")
+        channels = check_channels(msg.get("channels"), self.ctx.settings.ws_max_subscriptions)
+        total = len(self.subscription.channels | set(channels))
+        if total > self.ctx.settings.ws_max_subscriptions:
+            raise ApiError(422, "validation_error", f"at most "
+                           f"{self.ctx.settings.ws_max_subscriptions} channels per connection")
+        check_access(self.user, channels)
+        self._send({"type": "subscribed", "channels": channels, "ref": ref})
+        await self.subscription.add(channels, since)
