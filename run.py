@@ -50,7 +50,7 @@ class DatabaseEndpoint:
             self.embedded.stop()
 
 
-async def serve(settings, uri: str, is_ferretdb, jwt_secret: str) -> None:
+async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None) -> None:
     from tornado_app.server import Server
 
     server = Server(settings, uri, jwt_secret, is_ferretdb)
@@ -58,7 +58,7 @@ async def serve(settings, uri: str, is_ferretdb, jwt_secret: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    await server.start()
+    await server.start(sockets)
     await stopping.wait()
     log.info("shutting down")
     await server.stop()
@@ -74,7 +74,12 @@ def cmd_serve(args, settings) -> None:
     with DatabaseEndpoint(settings) as (uri, is_ferretdb):
         if args.workers > 1:
             from tornado_app.workers import run_workers
-            run_workers(args.workers, settings, uri, is_ferretdb, jwt_secret)
+            if is_ferretdb:
+                log.warning("several workers on FerretDB: it applies updates as read-then-write, "
+                            "so concurrent updates of one document from different workers can "
+                            "lose one; use MongoDB for multi-worker production")
+            run_workers(args.workers, settings,
+                        lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets))
         else:
             asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret))
 

@@ -183,7 +183,7 @@ class BaseHandler(web.RequestHandler):
             raise validation_failed(exc, "query") from None
 
     def if_match(self):
-        return parse_etag_list(self.request.headers.get("If-Match"))
+        return parse_etag_list(self.request.headers.get("If-Match"), weak=False)
 
     # --- auth --------------------------------------------------------------------------------
 
@@ -252,6 +252,10 @@ class BaseHandler(web.RequestHandler):
             error = exc
         elif exc is not None and is_unavailable(exc):
             error = service_unavailable()
+        elif isinstance(exc, web.HTTPError) and "Invalid unicode" in (exc.log_message or ""):
+            # A query or path argument that is not valid UTF-8.
+            error = ApiError(422, "validation_error", "the request is not valid",
+                             details=[{"loc": ["query"], "msg": "not valid UTF-8"}])
         elif isinstance(exc, web.HTTPError) and status_code < 500:
             error = ApiError(status_code, message=exc.log_message if status_code != 405 else
                              f"method {self.request.method} is not allowed here")

@@ -2,7 +2,8 @@
 
 from tornado_app.posts import comment_public, post_public
 from tornado_app.schemas.common import PageQuery, patch_changes
-from tornado_app.schemas.posts import CommentCreate, PostCreate, PostListQuery, PostPatch, PostReplace
+from tornado_app.schemas.posts import (CommentCreate, PostCreate, PostListQuery, PostPatch,
+                                       PostReplace)
 
 from .base import BaseHandler
 
@@ -60,7 +61,6 @@ class CommentsHandler(BaseHandler):
         user = await self.require_user()
         body = self.json_body(CommentCreate)
         doc = await self.ctx.posts.add_comment(user, post_id, body.body)
-        self.set_header("Location", f"/api/v1/comments/{doc['_id']}")
         self.send_json(comment_public(doc), status=201)
 
 

@@ -1,10 +1,12 @@
 """WebSocket `/api/v1/ws`: subscribe, unsubscribe, ping and auth over one connection."""
 
 import json
+import logging
 
 from tornado import websocket
 from tornado.iostream import StreamClosedError
 
+from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError
 from tornado_app.realtime.channels import check_access, check_channels
 from tornado_app.realtime.record import websocket_text_frame
@@ -12,6 +14,10 @@ from tornado_app.realtime.subscription import Subscription
 from tornado_app.realtime.transport import unsent_bytes
 
 from .base import parse_json_object, render_error
+
+log = logging.getLogger(__name__)
+
+PING_FRAME = b"\x89\x00"  # an empty ping, the same bytes for every connection
 
 
 class EventsSocket(websocket.WebSocketHandler):
@@ -21,6 +27,7 @@ class EventsSocket(websocket.WebSocketHandler):
         self.ctx = self.application.settings["ctx"]
         self.user = None
         self.subscription = None
+        self.awaiting_pong = False
 
     async def get(self, *args, **kwargs) -> None:
         try:
@@ -68,6 +75,20 @@ class EventsSocket(websocket.WebSocketHandler):
         if self.subscription is not None:
             self.subscription.close()
 
+    def heartbeat(self) -> None:
+        connection = self.ws_connection
+        if connection is None:
+            return
+        if self.awaiting_pong:
+            # No answer to the last ping: the peer is gone. No close handshake to wait for.
+            connection.stream.close()
+            return
+        self.awaiting_pong = True
+        self._write_frame(PING_FRAME)
+
+    def on_pong(self, data: bytes) -> None:
+        self.awaiting_pong = False
+
     # --- server → client ---------------------------------------------------------------------
 
     def _send_record(self, record) -> None:
@@ -99,6 +120,7 @@ class EventsSocket(websocket.WebSocketHandler):
     # --- client → server ---------------------------------------------------------------------
 
     async def on_message(self, message) -> None:
+        self.awaiting_pong = False  # any frame shows the peer is alive
         if isinstance(message, bytes):
             self._error("invalid_json", "binary frames are not supported; send JSON text")
             return
@@ -135,6 +157,12 @@ class EventsSocket(websocket.WebSocketHandler):
             if error.code == "cursor_expired" and error.details:
                 extra["oldest_seq"] = error.details[0]["oldest_seq"]
             self._error(error.code, error.message, ref, **extra)
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._error("service_unavailable", "the database is unreachable, try again", ref)
+            else:
+                log.exception("WebSocket message failed")
+                self._error("internal_error", "internal server error", ref)
 
     async def _subscribe(self, msg: dict, ref) -> None:
         unknown = set(msg) - {"op", "channels", "since", "ref"}
@@ -150,5 +178,5 @@ class EventsSocket(websocket.WebSocketHandler):
             raise ApiError(422, "validation_error", f"at most "
                            f"{self.ctx.settings.ws_max_subscriptions} channels per connection")
         check_access(self.user, channels)
-        self._send({"type": "subscribed", "channels": channels, "ref": ref})
-        await self.subscription.add(channels, since)
+        await self.subscription.add(channels, since, lambda: self._send(
+            {"type": "subscribed", "channels": channels, "ref": ref}))

@@ -44,6 +44,6 @@ def make_app(ctx: AppContext) -> web.Application:
     return web.Application(
         ROUTES, ctx=ctx, default_handler_class=NotFoundHandler,
         compress_response=False, xsrf_cookies=False, log_function=log_request,
-        websocket_ping_interval=settings.ws_ping_interval,
-        websocket_ping_timeout=settings.ws_ping_interval,
+        # Pings come from one shared timer (realtime.connections), not one per connection.
+        websocket_ping_interval=0,
         websocket_max_message_size=settings.ws_max_message_bytes)

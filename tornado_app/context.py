@@ -45,4 +45,4 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
     return AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
                       posts=PostStore(db, events, users), products=ProductStore(db, events),
                       notifications=NotificationService(db, events, users), hub=hub,
-                      connections=Connections())
+                      connections=Connections(settings.ws_ping_interval))

@@ -7,8 +7,11 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def parse_etag_list(header: str | None):
-    """None when absent; ANY for `*`; else the set of versions named (weak or strong)."""
+def parse_etag_list(header: str | None, weak: bool = True):
+    """None when absent; ANY for `*`; else the set of versions named.
+
+    If-None-Match compares weakly (W/"3" matches version 3); If-Match strongly (RFC 9110 §13.1.1),
+    so a weak tag there matches nothing."""
     if header is None:
         return None
     header = header.strip()
@@ -18,6 +21,8 @@ def parse_etag_list(header: str | None):
     for part in header.split(","):
         part = part.strip()
         if part.startswith("W/"):
+            if not weak:
+                continue
             part = part[2:]
         if len(part) >= 2 and part[0] == part[-1] == '"' and part[1:-1].isdigit():
             versions.add(int(part[1:-1]))

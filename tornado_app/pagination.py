@@ -31,10 +31,19 @@ def _encode_value(value):
     return value
 
 
-def _decode_value(value):
+def _decode_value(value, field: str):
+    """The sort value from a cursor, which must have the type of the field it pages on."""
+    if field == "_id":
+        return None
     if isinstance(value, dict) and set(value) == {"t"} and isinstance(value["t"], int):
-        return datetime.fromtimestamp(value["t"] / 1000, tz=timezone.utc)
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value["t"] / 1000, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("cursor time out of range") from None
+    if field in TEXT_FIELDS and isinstance(value, str):
+        return value
+    if field in INT_FIELDS and isinstance(value, int) and not isinstance(value, bool) \
+            and -2**63 <= value < 2**63:
         return value
     raise ValueError("bad cursor value")
 
@@ -44,7 +53,11 @@ def encode_cursor(order: str, value, oid: ObjectId) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, order: str):
+TEXT_FIELDS = {"name"}
+INT_FIELDS = {"price_cents"}
+
+
+def decode_cursor(cursor: str, order: str, field: str = "created_at"):
     """Returns (value, ObjectId) of the last item of the previous page, or raises a 422."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
@@ -52,7 +65,9 @@ def decode_cursor(cursor: str, order: str):
         oid = parse_id(oid)
         if kind != order or oid is None:
             raise ValueError("cursor from another listing")
-        return _decode_value(value), oid
+        if field in TEXT_FIELDS | INT_FIELDS and isinstance(value, dict):
+            raise ValueError("bad cursor value")
+        return _decode_value(value, field), oid
     except (ValueError, TypeError, UnicodeError, binascii.Error):
         raise validation_error(["query", "cursor"], "invalid cursor") from None
 
@@ -69,7 +84,7 @@ def keyset_filter(field: str, descending: bool, after) -> dict:
 async def fetch_page(collection, query: dict, *, field: str, descending: bool, limit: int,
                      cursor: str | None, order: str) -> Page:
     if cursor:
-        after = keyset_filter(field, descending, decode_cursor(cursor, order))
+        after = keyset_filter(field, descending, decode_cursor(cursor, order, field))
         query = {"$and": [query, after]} if query else after
     direction = -1 if descending else 1
     sort = [(field, direction)] if field == "_id" else [(field, direction), ("_id", direction)]

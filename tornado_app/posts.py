@@ -1,7 +1,5 @@
 """Blog posts and their comments."""
 
-from pymongo import ReturnDocument
-
 from .clock import iso, utcnow
 from .errors import forbidden, not_found
 from .ids import parse_id
@@ -91,10 +89,11 @@ class PostStore:
         doc = {"post_id": post["_id"], "body": body, "author_id": author["_id"],
                "author_username": author["username"], "created_at": utcnow()}
         await self.comments.insert_one(doc)
-        counted = await self.posts.find_one_and_update(
-            {"_id": post["_id"]}, {"$inc": {"comment_count": 1}},
-            projection={"_id": 1}, return_document=ReturnDocument.AFTER)
-        if counted is None:
+        # comment_count is part of the post, so its version (and ETag) moves with it.
+        # (update_one: FerretDB does not implement findAndModify with a projection.)
+        counted = await self.posts.update_one(
+            {"_id": post["_id"]}, {"$inc": {"comment_count": 1, "version": 1}})
+        if not counted.matched_count:
             # The post was deleted while the comment was being written: take it back.
             await self.comments.delete_one({"_id": doc["_id"]})
             raise not_found("post")
@@ -120,6 +119,6 @@ class PostStore:
         if not deleted.deleted_count:
             raise not_found("comment")
         await self.posts.update_one({"_id": comment["post_id"], "comment_count": {"$gt": 0}},
-                                    {"$inc": {"comment_count": -1}})
+                                    {"$inc": {"comment_count": -1, "version": 1}})
         await self.events.publish(f"post:{comment['post_id']}", "comment.deleted",
                                   {"id": str(oid), "post_id": str(comment["post_id"])})

@@ -3,7 +3,7 @@
 import re
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from .clock import iso, utcnow
 from .errors import ApiError, conflict, not_found, validation_error
@@ -77,8 +77,14 @@ class ProductStore:
             raise not_found("product")
         try:
             doc = await update_versioned(self.products, oid, changes, expected, "product")
-        except DuplicateKeyError:
-            raise conflict("sku is already taken") from None
+        except OperationFailure as exc:
+            # MongoDB reports a taken sku as DuplicateKeyError; FerretDB's findAndModify only
+            # as a generic failure, so the database is asked whether that is what happened.
+            if isinstance(exc, DuplicateKeyError) or (
+                    "sku" in changes and await self.products.find_one(
+                        {"sku": changes["sku"], "_id": {"$ne": oid}}, {"_id": 1})):
+                raise conflict("sku is already taken") from None
+            raise
         await self.events.publish("products", "product.updated", product_public(doc))
         return doc
 

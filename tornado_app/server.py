@@ -80,10 +80,14 @@ class Server:
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
-                await self.ctx.events.purge()
-                await self.ctx.auth.purge_expired()
+                await self.purge_expired()
             except Exception as exc:
                 log.warning("maintenance pass failed: %s", exc)
+
+    async def purge_expired(self) -> None:
+        await self.ctx.events.purge()
+        self.ctx.hub.forget_before(await self.ctx.events.oldest_seq())
+        await self.ctx.auth.purge_expired()
 
     async def stop(self) -> None:
         """Stop accepting, end long-lived connections, let requests finish, all within

@@ -13,12 +13,11 @@ def check_channels(names, max_count: int) -> list[str]:
         raise ApiError(422, "validation_error", "channels must be a non-empty list of names")
     if len(names) > max_count:
         raise ApiError(422, "validation_error", f"at most {max_count} channels per connection")
-    unique = list(dict.fromkeys(names))
-    for name in unique:
+    for name in names:
         if not isinstance(name, str) or not _CHANNEL.match(name):
             raise ApiError(422, "validation_error", f"unknown channel {str(name)[:80]!r}: expected "
                            "posts, products, post:{id} or user:{id}")
-    return unique
+    return list(dict.fromkeys(names))
 
 
 def check_access(user: dict | None, channels: list[str]) -> None:

@@ -11,18 +11,28 @@ SSE_KEEPALIVE_SECONDS = 15.0
 
 
 class Connections:
-    def __init__(self):
+    def __init__(self, ws_ping_interval: float = 20.0):
+        self.ws_ping_interval = ws_ping_interval
         self.sockets = set()   # WebSocket handlers
         self.polls = set()     # pending long-poll handlers
         self.streams = set()   # SSE handlers
         self.slow_consumers_closed = 0
         self.shutting_down = False
         self._keepalive: PeriodicCallback | None = None
+        self._heartbeat: PeriodicCallback | None = None
 
     def start(self) -> None:
         # One timer for every SSE stream, not one per connection.
         self._keepalive = PeriodicCallback(self._sse_keepalive, SSE_KEEPALIVE_SECONDS * 1000)
         self._keepalive.start()
+        # One timer pings every WebSocket; a peer that has not answered the previous round's
+        # ping by the next round is dead and is dropped.
+        self._heartbeat = PeriodicCallback(self._ws_heartbeat, self.ws_ping_interval * 1000)
+        self._heartbeat.start()
+
+    def _ws_heartbeat(self) -> None:
+        for socket in tuple(self.sockets):
+            socket.heartbeat()
 
     def _sse_keepalive(self) -> None:
         for stream in tuple(self.streams):
@@ -31,8 +41,9 @@ class Connections:
     async def shutdown(self, timeout: float) -> None:
         """WebSockets close with 1001, long-polls answer with what they have, SSE streams end."""
         self.shutting_down = True
-        if self._keepalive is not None:
-            self._keepalive.stop()
+        for timer in (self._keepalive, self._heartbeat):
+            if timer is not None:
+                timer.stop()
         for poll in tuple(self.polls):
             poll.answer()
         for stream in tuple(self.streams):

@@ -123,6 +123,13 @@ class Hub:
         for callback in self.on_dispatch:
             callback(record)
 
+    def forget_before(self, oldest_seq: int | None) -> None:
+        """Keeps the in-memory window consistent with the log after retention purged it."""
+        if oldest_seq is None:
+            return
+        while self.recent and self.recent[0].seq < oldest_seq:
+            self.recent.popleft()
+
     # --- replay ------------------------------------------------------------------------------
 
     async def check_cursor(self, since: int) -> None:

@@ -25,10 +25,13 @@ class Subscription:
             self.cursor = record.seq
             self.sink(record)
 
-    async def add(self, channels: list[str], since: int | None) -> None:
+    async def add(self, channels: list[str], since: int | None, on_subscribed=None) -> None:
+        """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event."""
         hub = self.hub
         if since is not None:
             await hub.check_cursor(since)
+        if on_subscribed is not None:
+            on_subscribed()
         new = [name for name in channels if name not in self.channels]
         self.channels.update(new)
         if since is None:
