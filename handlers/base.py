@@ -17,6 +17,10 @@ log = logging.getLogger("tornado_app.request")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_JSON_DEPTH = 32
+MAX_JSON_ARRAY = 1000
+CORS_EXPOSED = "X-Request-ID, ETag, Location, Retry-After"
+CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID, "
+                        "Last-Event-ID")
 
 
 def _reject_duplicate_keys(pairs):
@@ -32,19 +36,20 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _depth(value, limit: int) -> int:
+def _check_shape(value) -> None:
+    """Bounds what a body may make the server walk: nesting depth and array length."""
     stack = [(value, 1)]
-    deepest = 0
     while stack:
         item, level = stack.pop()
-        deepest = max(deepest, level)
-        if level > limit:
-            return level
+        if level > MAX_JSON_DEPTH:
+            raise ApiError(400, "invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH}")
         if isinstance(item, dict):
             stack.extend((child, level + 1) for child in item.values())
         elif isinstance(item, list):
+            if len(item) > MAX_JSON_ARRAY:
+                raise ApiError(400, "invalid_json",
+                               f"an array in the body has more than {MAX_JSON_ARRAY} items")
             stack.extend((child, level + 1) for child in item)
-    return deepest
 
 
 def parse_json_object(raw: bytes) -> dict:
@@ -60,8 +65,7 @@ def parse_json_object(raw: bytes) -> dict:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise ApiError(400, "invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH}")
+    _check_shape(body)
     return body
 
 
@@ -79,6 +83,8 @@ class BaseHandler(web.RequestHandler):
     """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
 
     route_name = "unknown"
+    # JSON answers never need to load anything or be framed.
+    csp = "default-src 'none'; frame-ancestors 'none'"
 
     def initialize(self, **kwargs) -> None:
         self.ctx = self.application.settings["ctx"]
@@ -103,6 +109,34 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Content-Security-Policy", self.csp)
+        self._set_cors_headers()
+
+    def _set_cors_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin is None or not self._origin_allowed(origin):
+            return
+        self.set_header("Access-Control-Allow-Origin", origin)
+        self.set_header("Access-Control-Expose-Headers", CORS_EXPOSED)
+        self.add_header("Vary", "Origin")
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = self.ctx.settings.allowed_origins
+        return "*" in allowed or origin.rstrip("/").lower() in allowed
+
+    def options(self, *args, **kwargs) -> None:
+        """CORS preflight: allowed origins get the methods and headers they may use."""
+        origin = self.request.headers.get("Origin")
+        if origin is None or not self._origin_allowed(origin):
+            raise ApiError(403, "forbidden", "this Origin is not allowed")
+        methods = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                   if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
+        self.set_header("Access-Control-Allow-Methods", ", ".join(methods))
+        self.set_header("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS)
+        self.set_header("Access-Control-Max-Age", "600")
+        self.send_empty(204)
 
     async def prepare(self) -> None:
         self._counted = True
@@ -143,8 +177,14 @@ class BaseHandler(web.RequestHandler):
         if ctype.split(";")[0].strip().lower() != expected:
             raise ApiError(415, "unsupported_media_type", f"Content-Type must be {expected}")
 
-    def json_body(self, model):
-        """The body validated against a pydantic model: 415, 400 or 422 when it is not right."""
+    def declared(self):
+        """The @operation of the method serving this request (its models validate the input)."""
+        method = getattr(type(self), self.request.method.lower(), None)
+        return getattr(method, "__operation__", None)
+
+    def json_body(self, model=None):
+        """The body validated against its model: 415, 400 or 422 when it is not right."""
+        model = model or self.declared().body
         self._require_content_type("application/json")
         data = parse_json_object(self.body)
         try:
@@ -152,7 +192,8 @@ class BaseHandler(web.RequestHandler):
         except ValidationError as exc:
             raise validation_failed(exc, "body") from None
 
-    def form_body(self, model):
+    def form_body(self, model=None):
+        model = model or self.declared().body
         self._require_content_type("application/x-www-form-urlencoded")
         fields = {}
         try:
@@ -175,7 +216,8 @@ class BaseHandler(web.RequestHandler):
         self._require_content_type("application/json")
         return parse_json_object(self.body)
 
-    def query(self, model):
+    def query(self, model=None):
+        model = model or self.declared().query
         values = {name: self.get_query_argument(name) for name in self.request.query_arguments}
         try:
             return model.model_validate(values)
@@ -278,6 +320,8 @@ class BaseHandler(web.RequestHandler):
         if isinstance(value, (ApiError, web.HTTPError)):
             return
         if value is not None and is_unavailable(value):
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.db_errors.inc()
             log.warning("database unavailable: %s", value,
                         extra={"request_id": self.request_id})
             return

@@ -1,11 +1,17 @@
 """Liveness and readiness."""
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tornado_app.openapi import operation
+from tornado_app.schemas.common import HealthStatus
+
 from .base import BaseHandler
 
 
 class HealthHandler(BaseHandler):
     route_name = "health"
 
+    @operation(summary="Liveness", responses={200: HealthStatus}, tag="operations")
     def get(self) -> None:
         self.send_json({"status": "ok"})
 
@@ -13,6 +19,8 @@ class HealthHandler(BaseHandler):
 class ReadyHandler(BaseHandler):
     route_name = "ready"
 
+    @operation(summary="Readiness: the database answers and indexes exist", responses={200: HealthStatus},
+               tag="operations")
     async def get(self) -> None:
         db = self.ctx.db
         if db.indexes_ready and await db.ping():
@@ -22,3 +30,11 @@ class ReadyHandler(BaseHandler):
             self.send_json({"status": "unavailable",
                             "database": "unreachable" if db.indexes_ready else "not initialized"},
                            status=503)
+
+
+class MetricsHandler(BaseHandler):
+    route_name = "metrics"
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(self.ctx.metrics.registry))

@@ -1,9 +1,10 @@
 """Blog endpoints: posts and comments."""
 
+from tornado_app.openapi import operation
 from tornado_app.posts import comment_public, post_public
-from tornado_app.schemas.common import PageQuery, patch_changes
-from tornado_app.schemas.posts import (CommentCreate, PostCreate, PostListQuery, PostPatch,
-                                       PostReplace)
+from tornado_app.schemas.common import Page, PageQuery, patch_changes
+from tornado_app.schemas.posts import (CommentCreate, CommentPublic, PostCreate, PostListQuery,
+                                       PostPatch, PostPublic, PostReplace)
 
 from .base import BaseHandler
 
@@ -11,14 +12,18 @@ from .base import BaseHandler
 class PostsHandler(BaseHandler):
     route_name = "posts.list"
 
+    @operation(summary="List posts, newest first", query=PostListQuery, responses={200: Page[PostPublic]},
+               tag="blog")
     async def get(self) -> None:
-        params = self.query(PostListQuery)
+        params = self.query()
         page = await self.ctx.posts.list(params.limit, params.cursor, params.author, params.tag)
         self.send_json(page.to_json(post_public))
 
+    @operation(summary="Create a post", body=PostCreate, responses={201: PostPublic}, auth="bearer",
+               tag="blog")
     async def post(self) -> None:
         user = await self.require_user()
-        body = self.json_body(PostCreate)
+        body = self.json_body()
         doc = await self.ctx.posts.create(user, body.title, body.content, body.tags)
         self.set_header("Location", f"/api/v1/posts/{doc['_id']}")
         self.send_versioned(doc, post_public, status=201)
@@ -27,22 +32,30 @@ class PostsHandler(BaseHandler):
 class PostHandler(BaseHandler):
     route_name = "posts.item"
 
+    @operation(summary="A post, with its ETag", responses={200: PostPublic, 304: None}, if_none_match=True,
+               tag="blog")
     async def get(self, post_id: str) -> None:
         self.send_versioned(await self.ctx.posts.get(post_id), post_public)
 
+    @operation(summary="Replace a post's editable fields", body=PostReplace, responses={200: PostPublic},
+               auth="bearer", errors=(403,), if_match=True, tag="blog")
     async def put(self, post_id: str) -> None:
-        await self._update(post_id, PostReplace, replace=True)
+        await self._update(post_id, replace=True)
 
+    @operation(summary="Change some of a post's fields", body=PostPatch, responses={200: PostPublic},
+               auth="bearer", errors=(403,), if_match=True, tag="blog")
     async def patch(self, post_id: str) -> None:
-        await self._update(post_id, PostPatch, replace=False)
+        await self._update(post_id, replace=False)
 
-    async def _update(self, post_id: str, model, replace: bool) -> None:
+    async def _update(self, post_id: str, replace: bool) -> None:
         user = await self.require_user()
-        body = self.json_body(model)
+        body = self.json_body()
         changes = body.model_dump() if replace else patch_changes(body)
         doc = await self.ctx.posts.update(user, post_id, changes, self.if_match())
         self.send_versioned(doc, post_public)
 
+    @operation(summary="Delete a post and its comments", responses={204: None}, auth="bearer", errors=(403,),
+               tag="blog")
     async def delete(self, post_id: str) -> None:
         user = await self.require_user()
         await self.ctx.posts.delete(user, post_id)
@@ -52,14 +65,18 @@ class PostHandler(BaseHandler):
 class CommentsHandler(BaseHandler):
     route_name = "comments.list"
 
+    @operation(summary="A post's comments, oldest first", query=PageQuery,
+               responses={200: Page[CommentPublic]}, tag="blog")
     async def get(self, post_id: str) -> None:
-        params = self.query(PageQuery)
+        params = self.query()
         page = await self.ctx.posts.list_comments(post_id, params.limit, params.cursor)
         self.send_json(page.to_json(comment_public))
 
+    @operation(summary="Comment on a post", body=CommentCreate, responses={201: CommentPublic}, auth="bearer",
+               tag="blog")
     async def post(self, post_id: str) -> None:
         user = await self.require_user()
-        body = self.json_body(CommentCreate)
+        body = self.json_body()
         doc = await self.ctx.posts.add_comment(user, post_id, body.body)
         self.send_json(comment_public(doc), status=201)
 
@@ -67,6 +84,7 @@ class CommentsHandler(BaseHandler):
 class CommentHandler(BaseHandler):
     route_name = "comments.item"
 
+    @operation(summary="Delete a comment", responses={204: None}, auth="bearer", errors=(403,), tag="blog")
     async def delete(self, comment_id: str) -> None:
         user = await self.require_user()
         await self.ctx.posts.delete_comment(user, comment_id)

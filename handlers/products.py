@@ -1,9 +1,10 @@
 """Product catalog endpoints: public reads, admin writes, stock changes."""
 
+from tornado_app.openapi import operation
 from tornado_app.products import product_public
-from tornado_app.schemas.common import patch_changes
-from tornado_app.schemas.products import (
-    ProductCreate, ProductListQuery, ProductPatch, ProductReplace, StockChange)
+from tornado_app.schemas.common import Page, patch_changes
+from tornado_app.schemas.products import (ProductCreate, ProductListQuery, ProductPatch,
+                                          ProductPublic, ProductReplace, StockChange)
 
 from .base import BaseHandler
 
@@ -11,14 +12,18 @@ from .base import BaseHandler
 class ProductsHandler(BaseHandler):
     route_name = "products.list"
 
+    @operation(summary="List products", query=ProductListQuery, responses={200: Page[ProductPublic]},
+               tag="products")
     async def get(self) -> None:
-        params = self.query(ProductListQuery)
+        params = self.query()
         page = await self.ctx.products.list(**params.model_dump())
         self.send_json(page.to_json(product_public))
 
+    @operation(summary="Create a product", body=ProductCreate, responses={201: ProductPublic}, auth="admin",
+               errors=(409,), tag="products")
     async def post(self) -> None:
         await self.require_admin()
-        body = self.json_body(ProductCreate)
+        body = self.json_body()
         doc = await self.ctx.products.create(body.model_dump())
         self.set_header("Location", f"/api/v1/products/{doc['_id']}")
         self.send_versioned(doc, product_public, status=201)
@@ -27,22 +32,29 @@ class ProductsHandler(BaseHandler):
 class ProductHandler(BaseHandler):
     route_name = "products.item"
 
+    @operation(summary="A product, with its ETag", responses={200: ProductPublic, 304: None},
+               if_none_match=True, tag="products")
     async def get(self, product_id: str) -> None:
         self.send_versioned(await self.ctx.products.get(product_id), product_public)
 
+    @operation(summary="Replace a product", body=ProductReplace, responses={200: ProductPublic}, auth="admin",
+               errors=(409,), if_match=True, tag="products")
     async def put(self, product_id: str) -> None:
-        await self._update(product_id, ProductReplace, replace=True)
+        await self._update(product_id, replace=True)
 
+    @operation(summary="Change some of a product's fields", body=ProductPatch, responses={200: ProductPublic},
+               auth="admin", errors=(409,), if_match=True, tag="products")
     async def patch(self, product_id: str) -> None:
-        await self._update(product_id, ProductPatch, replace=False)
+        await self._update(product_id, replace=False)
 
-    async def _update(self, product_id: str, model, replace: bool) -> None:
+    async def _update(self, product_id: str, replace: bool) -> None:
         await self.require_admin()
-        body = self.json_body(model)
+        body = self.json_body()
         changes = body.model_dump() if replace else patch_changes(body)
         doc = await self.ctx.products.update(product_id, changes, self.if_match())
         self.send_versioned(doc, product_public)
 
+    @operation(summary="Delete a product", responses={204: None}, auth="admin", tag="products")
     async def delete(self, product_id: str) -> None:
         await self.require_admin()
         await self.ctx.products.delete(product_id)
@@ -52,8 +64,10 @@ class ProductHandler(BaseHandler):
 class StockHandler(BaseHandler):
     route_name = "products.stock"
 
+    @operation(summary="Change the stock atomically", body=StockChange, responses={200: ProductPublic},
+               auth="admin", errors=(409,), tag="products")
     async def post(self, product_id: str) -> None:
         await self.require_admin()
-        body = self.json_body(StockChange)
+        body = self.json_body()
         doc = await self.ctx.products.change_stock(product_id, body.delta)
         self.send_versioned(doc, product_public)

@@ -1,7 +1,8 @@
 """User endpoints: me, and the admin's list and role changes."""
 
-from tornado_app.schemas.common import PageQuery
-from tornado_app.schemas.users import RoleUpdate
+from tornado_app.openapi import operation
+from tornado_app.schemas.common import Page, PageQuery
+from tornado_app.schemas.users import RoleUpdate, UserPublic
 from tornado_app.users import user_public
 
 from .base import BaseHandler
@@ -10,6 +11,7 @@ from .base import BaseHandler
 class MeHandler(BaseHandler):
     route_name = "users.me"
 
+    @operation(summary="The current user", responses={200: UserPublic}, auth="bearer", tag="users")
     async def get(self) -> None:
         self.send_json(user_public(await self.require_user()))
 
@@ -17,9 +19,11 @@ class MeHandler(BaseHandler):
 class UsersHandler(BaseHandler):
     route_name = "users.list"
 
+    @operation(summary="List users", query=PageQuery, responses={200: Page[UserPublic]}, auth="admin",
+               tag="users")
     async def get(self) -> None:
         await self.require_admin()
-        params = self.query(PageQuery)
+        params = self.query()
         page = await self.ctx.users.list(params.limit, params.cursor)
         self.send_json(page.to_json(user_public))
 
@@ -27,7 +31,9 @@ class UsersHandler(BaseHandler):
 class UserHandler(BaseHandler):
     route_name = "users.item"
 
+    @operation(summary="Change a user's role", body=RoleUpdate, responses={200: UserPublic}, auth="admin",
+               tag="users")
     async def patch(self, user_id: str) -> None:
         await self.require_admin()
-        body = self.json_body(RoleUpdate)
+        body = self.json_body()
         self.send_json(user_public(await self.ctx.users.set_role(user_id, body.role)))

@@ -2,19 +2,20 @@
 
 from tornado import web
 
-from handlers import auth, health, notifications, poll, posts, products, sse, users, ws
+from handlers import auth, docs, health, notifications, poll, posts, products, sse, users, ws
 from handlers.base import NotFoundHandler
 
 from .context import AppContext
 from .logs import log_request
 
 API = "/api/v1"
-ID = r"([^/]+)"
+ID = r"(?P<{}>[^/]+)"
 
-# The single source for routing (and, later, the OpenAPI document).
+# The single source for routing and for the OpenAPI document.
 ROUTES = [
     (r"/health", health.HealthHandler),
     (r"/health/ready", health.ReadyHandler),
+    (r"/metrics", health.MetricsHandler),
     (API + r"/auth/register", auth.RegisterHandler),
     (API + r"/auth/login", auth.LoginHandler),
     (API + r"/auth/token", auth.TokenHandler),
@@ -22,20 +23,25 @@ ROUTES = [
     (API + r"/auth/logout", auth.LogoutHandler),
     (API + r"/users/me", users.MeHandler),
     (API + r"/users", users.UsersHandler),
-    (API + r"/users/" + ID, users.UserHandler),
+    (API + r"/users/" + ID.format("user_id"), users.UserHandler),
     (API + r"/posts", posts.PostsHandler),
-    (API + r"/posts/" + ID, posts.PostHandler),
-    (API + r"/posts/" + ID + r"/comments", posts.CommentsHandler),
-    (API + r"/comments/" + ID, posts.CommentHandler),
+    (API + r"/posts/" + ID.format("post_id"), posts.PostHandler),
+    (API + r"/posts/" + ID.format("post_id") + r"/comments", posts.CommentsHandler),
+    (API + r"/comments/" + ID.format("comment_id"), posts.CommentHandler),
     (API + r"/products", products.ProductsHandler),
-    (API + r"/products/" + ID, products.ProductHandler),
-    (API + r"/products/" + ID + r"/stock", products.StockHandler),
+    (API + r"/products/" + ID.format("product_id"), products.ProductHandler),
+    (API + r"/products/" + ID.format("product_id") + r"/stock", products.StockHandler),
     (API + r"/notifications", notifications.NotificationsHandler),
-    (API + r"/notifications/" + ID, notifications.NotificationHandler),
-    (API + r"/notifications/" + ID + r"/read", notifications.NotificationReadHandler),
+    (API + r"/notifications/" + ID.format("notification_id"), notifications.NotificationHandler),
+    (API + r"/notifications/" + ID.format("notification_id") + r"/read",
+     notifications.NotificationReadHandler),
     (API + r"/ws", ws.EventsSocket),
     (API + r"/poll", poll.PollHandler),
     (API + r"/stream", sse.StreamHandler),
+    (r"/openapi.json", docs.OpenApiHandler),
+    (r"/docs", docs.DocsHandler),
+    (r"/docs/init.js", docs.DocsInitHandler),
+    (r"/docs/static/(.*)", docs.DocsAssetHandler, {"path": str(docs.SWAGGER_UI)}),
 ]
 
 

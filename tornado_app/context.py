@@ -6,6 +6,7 @@ from .auth import AuthService
 from .db import Database
 from .posts import PostStore
 from .products import ProductStore
+from .metrics import Metrics
 from .notifications import NotificationService
 from .realtime.connections import Connections
 from .realtime.hub import Hub
@@ -29,6 +30,7 @@ class AppContext:
     connections: Connections
     # Requests being served right now, so shutdown can let them finish.
     inflight: int = 0
+    metrics: "Metrics | None" = None
     extras: dict = field(default_factory=dict)
 
 
@@ -42,7 +44,9 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
                           settings.access_token_ttl, settings.refresh_token_ttl)
     auth = AuthService(db, users, hasher, tokens, settings.login_max_failures,
                        settings.login_window)
-    return AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
-                      posts=PostStore(db, events, users), products=ProductStore(db, events),
-                      notifications=NotificationService(db, events, users), hub=hub,
-                      connections=Connections(settings.ws_ping_interval))
+    ctx = AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
+                     posts=PostStore(db, events, users), products=ProductStore(db, events),
+                     notifications=NotificationService(db, events, users), hub=hub,
+                     connections=Connections(settings.ws_ping_interval))
+    ctx.metrics = Metrics(ctx)
+    return ctx

@@ -37,10 +37,14 @@ access_log = logging.getLogger("tornado_app.access")
 def log_request(handler) -> None:
     status = handler.get_status()
     user = getattr(handler, "user", None)
+    route = getattr(handler, "route_name", type(handler).__name__)
+    duration = handler.request.request_time()
+    metrics = handler.application.settings["ctx"].metrics
+    if metrics is not None:
+        metrics.observe(route, handler.request.method, status, duration)
     access_log.info(
         "%s %s %s", handler.request.method, handler.request.path, status,
         extra={"request_id": getattr(handler.request, "request_id", None),
                "method": handler.request.method, "path": handler.request.path,
-               "route": getattr(handler, "route_name", type(handler).__name__),
-               "status": status, "duration_ms": round(handler.request.request_time() * 1000, 2),
+               "route": route, "status": status, "duration_ms": round(duration * 1000, 2),
                "user_id": str(user["_id"]) if user else None})

@@ -33,6 +33,7 @@ class EventLog:
         # seq order; other processes are kept in order by the unique index.
         self._lock = asyncio.Lock()
         self._listeners = []
+        self.published = 0
 
     def add_listener(self, callback) -> None:
         """callback(event_dict) is called, in seq order, for every event this process stores."""
@@ -59,6 +60,7 @@ class EventLog:
                     self._last_seq = await self.latest_seq()
                     continue
                 self._last_seq = doc["_id"]
+                self.published += 1
                 break
         event = event_public(doc)
         for callback in self._listeners:

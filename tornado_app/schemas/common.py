@@ -1,6 +1,6 @@
 """Shared pieces of the request models, and the translation of validation errors."""
 
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,19 @@ Limit = Annotated[int, Field(ge=1, le=100)]
 class PageQuery(QueryModel):
     limit: Limit = 20
     cursor: str | None = Field(None, max_length=512)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class HealthStatus(BaseModel):
+    status: str
+    database: str | None = None
 
 
 class ErrorDetail(BaseModel):

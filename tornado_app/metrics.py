@@ -1,0 +1,52 @@
+"""Prometheus metrics of one process, labelled by route name (never the raw URL)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Counted:
+    """Counters the server keeps anyway (plain ints on hot paths), read at scrape time."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def collect(self):
+        ctx = self.ctx
+        values = [
+            ("events_published", "Events stored in the log by this process",
+             ctx.events.published),
+            ("events_delivered", "Event deliveries to subscribers in this process",
+             ctx.hub.delivered),
+            ("slow_consumers_closed", "Connections dropped for not reading fast enough",
+             ctx.connections.slow_consumers_closed),
+        ]
+        for name, text, value in values:
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], value)
+            yield family
+
+
+class Metrics:
+    def __init__(self, ctx):
+        # One registry per app, so several apps in one process (the tests) do not collide.
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("http_requests", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("http_request_duration_seconds", "Request latency by route",
+                                 ["route"], buckets=BUCKETS, registry=registry)
+        self.db_errors = Counter("database_errors", "Requests that failed on the database",
+                                 registry=registry)
+        connections = ctx.connections
+        Gauge("websocket_connections", "Open WebSocket connections",
+              registry=registry).set_function(lambda: len(connections.sockets))
+        Gauge("longpoll_pending", "Long-polls waiting for events",
+              registry=registry).set_function(lambda: len(connections.polls))
+        Gauge("sse_streams", "Open Server-Sent Events streams",
+              registry=registry).set_function(lambda: len(connections.streams))
+        registry.register(_Counted(ctx))
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
