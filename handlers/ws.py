@@ -2,12 +2,14 @@
 
 import json
 import logging
+import time
 
 from tornado import websocket
 from tornado.iostream import StreamClosedError
 
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError
+from tornado_app.openapi import operation
 from tornado_app.realtime.channels import check_access, check_channels
 from tornado_app.realtime.record import websocket_text_frame
 from tornado_app.realtime.subscription import Subscription
@@ -28,9 +30,21 @@ class EventsSocket(websocket.WebSocketHandler):
         self.user = None
         self.subscription = None
         self.awaiting_pong = False
+        self._tokens = 0.0
+        self._refilled = 0.0
+        self._dropped = 0
 
+    @operation(summary="WebSocket: subscribe to channels and receive events",
+               description="Upgrade with `Upgrade: websocket`. Client ops: subscribe (channels, "
+               "since, ref), unsubscribe, ping, auth. Server frames: subscribed, unsubscribed, "
+               "event, pong, error. Authenticate with a bearer header, `access_token`, or an "
+               "auth op.", responses={101: None}, auth="optional", errors=(403, 426),
+               tag="realtime")
     async def get(self, *args, **kwargs) -> None:
         try:
+            if self.request.headers.get("Upgrade", "").lower() != "websocket":
+                raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket only",
+                               headers={"Upgrade": "websocket"})
             self._check_origin_allowed()
             token = self._upgrade_token()
             if token is not None:
@@ -65,6 +79,8 @@ class EventsSocket(websocket.WebSocketHandler):
         return None  # uncompressed, so one prebuilt frame serves every subscriber
 
     def open(self, *args) -> None:
+        self._tokens = 2 * self.ctx.settings.ws_max_messages_per_second
+        self._refilled = time.monotonic()
         self.subscription = Subscription(self.ctx.hub, self._send_record)
         self.ctx.connections.sockets.add(self)
         if self.ctx.connections.shutting_down:
@@ -119,8 +135,27 @@ class EventsSocket(websocket.WebSocketHandler):
 
     # --- client → server ---------------------------------------------------------------------
 
+    def _within_rate(self) -> bool:
+        """A token bucket per connection: WS_MAX_MESSAGES_PER_SECOND, bursts of twice that."""
+        rate = self.ctx.settings.ws_max_messages_per_second
+        now = time.monotonic()
+        self._tokens = min(2 * rate, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self._dropped = 0
+            return True
+        self._dropped += 1
+        if self._dropped == 1:
+            self._error("rate_limited", f"more than {rate:g} messages per second; slow down")
+        elif self._dropped > 10 * rate:
+            self.close(1008, "message rate exceeded")
+        return False
+
     async def on_message(self, message) -> None:
         self.awaiting_pong = False  # any frame shows the peer is alive
+        if not self._within_rate():
+            return
         if isinstance(message, bytes):
             self._error("invalid_json", "binary frames are not supported; send JSON text")
             return

@@ -28,6 +28,7 @@ ERROR_TEXT = {
     413: "Body over MAX_BODY_BYTES (payload_too_large)",
     415: "Wrong Content-Type (unsupported_media_type)",
     422: "Body or query fails validation (validation_error)",
+    426: "Not a WebSocket upgrade (upgrade_required)",
     429: "Too many attempts (rate_limited); see Retry-After",
     503: "The database is unreachable (service_unavailable); see Retry-After",
 }

@@ -4,12 +4,12 @@ import asyncio
 import logging
 import time
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .app import make_app
 from .context import AppContext, build_context
 from .db import Database
+from .httpserver import CappedHTTPServer
 from .realtime.fanout import RedisFanout
 from .settings import Settings
 
@@ -29,7 +29,7 @@ class Server:
         self.jwt_secret = jwt_secret
         self.is_ferretdb = is_ferretdb
         self.ctx: AppContext | None = None
-        self.http: HTTPServer | None = None
+        self.http: CappedHTTPServer | None = None
         self.fanout: RedisFanout | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
@@ -49,8 +49,11 @@ class Server:
             ctx.events.add_listener(self.fanout.publish)
             self.fanout.start()
         ctx.connections.start()
-        self.http = HTTPServer(make_app(ctx), max_body_size=TORNADO_MAX_BODY,
-                               idle_connection_timeout=120, body_timeout=60)
+        self.http = CappedHTTPServer(
+            make_app(ctx), max_body_size=TORNADO_MAX_BODY,
+            idle_connection_timeout=settings.http_idle_timeout,
+            body_timeout=settings.http_body_timeout,
+            max_connections=settings.max_connections, open_websockets=ctx.connections.sockets)
         if sockets is None:
             sockets = bind_sockets(settings.port, settings.host)
         self.http.add_sockets(sockets)

@@ -1,6 +1,7 @@
 """Every setting of the server, read once from the environment and validated at start."""
 
 import re
+import resource
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -9,6 +10,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 _ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+
+def _default_max_connections() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    # Leave room for the database, Redis, log files and the listening sockets.
+    return max(64, soft - 256)
 
 
 class Settings(BaseSettings):
@@ -46,6 +55,15 @@ class Settings(BaseSettings):
     ws_max_pending_bytes: int = Field(1024 * 1024, ge=1024)
     redis_url: str | None = None
     shutdown_timeout: float = Field(10.0, gt=0)
+
+    # Seconds a connection may sit idle (also the limit for sending request headers), and for
+    # sending a request body: slow clients cannot hold connections open forever.
+    http_idle_timeout: float = Field(60.0, gt=0)
+    http_body_timeout: float = Field(30.0, gt=0)
+    # Open connections per process before new ones are refused with 503; by default what the
+    # open-files limit leaves room for.
+    max_connections: int = Field(default_factory=lambda: _default_max_connections(), ge=1)
+    ws_max_messages_per_second: float = Field(50.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
