@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint ferretdb redis setup clean bench bench-quick
+.PHONY: run test lint ferretdb test-tools setup clean bench bench-quick wrk
 
 run: $(STAMP) ferretdb
 	$(PY) run.py
 
-test: $(STAMP) ferretdb redis lint
+test: $(STAMP) ferretdb test-tools lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -27,8 +27,26 @@ ferretdb:
 	@if [ -n "$$MONGODB_URI" ] || [ -n "$$FERRETDB_BIN" ] || command -v ferretdb >/dev/null 2>&1; then \
 		true; else bash scripts/install-ferretdb.sh; fi
 
-redis:
-	@bash scripts/install-redis.sh
+test-tools:
+	@bash scripts/install-test-tools.sh
+
+# Benchmarks (bench/, see BENCHMARKS.md): `bench` is the full suite and writes BENCHMARKS.md;
+# `bench-quick` is a smoke run of every scenario (small N, one run, under 3 minutes).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ferretdb redis wrk
+	$(PY) -m bench.run all
+
+bench-quick: $(BENCH_STAMP) ferretdb redis wrk
+	$(PY) -m bench.run all --quick
+
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .bin build *.egg-info

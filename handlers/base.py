@@ -123,7 +123,8 @@ class BaseHandler(web.RequestHandler):
         self.add_header("Vary", "Origin")
 
     def _origin_allowed(self, origin: str) -> bool:
-        allowed = self.ctx.settings.allowed_origins
+        # Runs from set_default_headers, which Tornado calls before initialize().
+        allowed = self.application.settings["ctx"].settings.allowed_origins
         return "*" in allowed or origin.rstrip("/").lower() in allowed
 
     def options(self, *args, **kwargs) -> None:
