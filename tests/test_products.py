@@ -275,13 +275,13 @@ async def test_put_replaces_every_editable_field_and_bumps_the_version(api, admi
 
 
 @pytest.mark.gen_test
-async def test_put_without_optional_fields_resets_description_and_stock(api, admin):
+async def test_put_without_description_or_stock_is_422_and_changes_nothing(api, admin):
     created = await create(api, admin, description="old", stock=7)
     replacement = {"sku": created["sku"], "name": "Gadget", "category": "toys", "price_cents": 5}
     response = await api.put(f"{PRODUCTS}/{created['id']}", replacement, token=admin)
-    assert response.code == 200, response.body
-    assert response.json["description"] == ""
-    assert response.json["stock"] == 0
+    assert_error(response, 422, "validation_error")
+    assert {d["loc"][-1] for d in response.json["error"]["details"]} == {"description", "stock"}
+    assert await fetch(api, created["id"]) == created
 
 
 @pytest.mark.gen_test

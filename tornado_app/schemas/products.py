@@ -23,8 +23,15 @@ class ProductCreate(RequestModel):
     stock: Stock = 0
 
 
-class ProductReplace(ProductCreate):
-    """PUT: every editable field; description and stock left out mean empty and zero."""
+class ProductReplace(RequestModel):
+    """PUT: every editable field, all required, so a replace never zeroes the stock by omission."""
+
+    sku: Sku
+    name: Name
+    description: Description
+    category: Category
+    price_cents: Price
+    stock: Stock
 
 
 class ProductPatch(RequestModel):
