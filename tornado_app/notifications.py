@@ -34,6 +34,7 @@ class NotificationService:
         self.users = users
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     async def create(self, user_id: str, title: str, body: str) -> dict:
         user = await self.users.get(user_id)
@@ -60,43 +61,56 @@ class NotificationService:
 
     async def mark_read(self, user: dict, notification_id: str) -> dict:
         oid = parse_id(notification_id)
-        doc = oid and await self.notifications.find_one_and_update(
-            {"_id": oid, "user_id": user["_id"], "status": "delivered"},
-            {"$set": {"status": "read", "read_at": utcnow()}},
-            return_document=ReturnDocument.AFTER)
-        if doc:
-            return doc
-        current = await self.get_for({**user, "role": "user"}, notification_id)
-        if current["status"] == "queued":
-            # Read before delivery: deliver it now, then mark it.
-            await self._deliver(current)
-            return await self.mark_read(user, notification_id)
-        return current  # already read: reading again changes nothing
+        if oid is not None:
+            now = utcnow()
+            mine = {"_id": oid, "user_id": user["_id"]}
+            doc = await self.notifications.find_one_and_update(
+                {**mine, "status": "delivered"}, {"$set": {"status": "read", "read_at": now}},
+                return_document=ReturnDocument.AFTER)
+            if doc is None:
+                # Read before the deliverer got to it (seen in the list): it needs no event any
+                # more, and the deliverer only takes notifications still queued.
+                doc = await self.notifications.find_one_and_update(
+                    {**mine, "status": "queued"},
+                    {"$set": {"status": "read", "read_at": now, "delivered_at": now}},
+                    return_document=ReturnDocument.AFTER)
+            if doc is not None:
+                return doc
+        # Not the recipient's (404), or already read: reading again changes nothing.
+        return await self.get_for({**user, "role": "user"}, notification_id)
 
     # --- background delivery -----------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopping = False
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: a cancel that lands just as an await completes can be
+        # lost (Python 3.11's wait_for, or a driver call), and the loop must end all the same.
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                while await self._deliver_next():
+                while not self._stopping and await self._deliver_next():
                     pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("notification delivery paused: %s", exc)
+            if self._stopping:
+                return
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=5)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(5):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     async def _deliver_next(self) -> bool:

@@ -1,0 +1,327 @@
+"""Long-poll `GET /api/v1/poll`, as the contract's "Realtime" / "Long-poll" section has it."""
+
+import asyncio
+import time
+
+import pytest
+from tornado.tcpclient import TCPClient
+
+from tests.conftest import JWT_SECRET, Api, assert_error
+from tests.realtime_helpers import create_posts
+from tornado_app.clock import utcnow
+from tornado_app.server import Server
+
+POLL = "/api/v1/poll"
+EVENT_FIELDS = {"seq", "channel", "type", "data", "created_at"}
+
+
+async def publish(server, channel: str, count: int, type_: str = "test.event") -> list[dict]:
+    """Events stored through the server's own event log (the path every change takes)."""
+    return [await server.ctx.events.publish(channel, type_, {"n": index})
+            for index in range(count)]
+
+
+async def store_events(server, count: int, channel: str = "posts") -> None:
+    """Events already in the log (stored before a restart), in the log's own shape."""
+    now = utcnow()
+    await server.ctx.db["events"].insert_many([
+        {"_id": seq, "channel": channel, "type": "test.event", "data": {"n": seq},
+         "created_at": now} for seq in range(1, count + 1)])
+
+
+@pytest.fixture
+def restarted(io_loop, server, settings, mongodb_uri):
+    """Starts another Server on the same database: a restart, or another worker, whose hub has
+    nothing in memory yet, so replays come from the event log."""
+    started = []
+
+    async def start() -> tuple[Server, Api]:
+        srv = Server(settings, mongodb_uri, JWT_SECRET)
+        await srv.start()
+        client = Api(f"http://127.0.0.1:{srv.port}")
+        started.append((srv, client))
+        return srv, client
+
+    yield start
+    for srv, client in started:
+        client.close()
+        io_loop.run_sync(srv.stop)
+
+
+async def expire_events(server, up_to: int) -> None:
+    """Events 1..up_to pass retention: gone from the log, then the server's own maintenance pass
+    (which also drops them from the hub's in-memory window)."""
+    await server.ctx.db["events"].delete_many({"_id": {"$lte": up_to}})
+    await server.purge_expired()
+
+
+async def user_with_id(api, name: str) -> tuple[str, str]:
+    user = await api.register(name)
+    return user["id"], (await api.login(name))["access_token"]
+
+
+async def wait_until_pending(server, count: int = 1) -> None:
+    """Until `count` long-polls are held by the server, so what follows happens while they wait."""
+    for _ in range(200):
+        if len(server.ctx.connections.polls) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the long-poll was never held")
+
+
+async def poll(api, query: str, **kw):
+    return await api.get(f"{POLL}?{query}", **kw)
+
+
+@pytest.mark.gen_test
+async def test_poll_answers_at_once_with_the_events_after_since(api, server):
+    token = await api.user_token("alice")
+    await create_posts(api, token, 3)
+    started = time.monotonic()
+    response = await poll(api, "channels=posts&since=1&timeout=5")
+    assert time.monotonic() - started < 1.0
+    assert response.code == 200, response.body
+    events = response.json["events"]
+    assert [e["seq"] for e in events] == [2, 3]
+    assert response.json["cursor"] == 3
+    assert set(response.json) == {"events", "cursor"}
+
+
+@pytest.mark.gen_test
+async def test_poll_events_have_the_contract_shape(api, server):
+    token = await api.user_token("alice")
+    await create_posts(api, token, 1)
+    response = await poll(api, "channels=posts&since=0&timeout=5")
+    (event,) = response.json["events"]
+    assert set(event) == EVENT_FIELDS
+    assert event["channel"] == "posts"
+    assert event["type"] == "post.created"
+    assert event["data"]["title"] == "post 0"
+    assert event["created_at"].endswith("Z")
+
+
+@pytest.mark.gen_test
+async def test_poll_without_since_sends_nothing_old_and_waits(api, server):
+    token = await api.user_token("alice")
+    await create_posts(api, token, 2)
+    started = time.monotonic()
+    response = await poll(api, "channels=posts&timeout=0.5")
+    assert time.monotonic() - started >= 0.4
+    assert response.code == 200, response.body
+    assert response.json == {"events": [], "cursor": 2}
+
+
+@pytest.mark.gen_test
+async def test_held_poll_is_answered_as_soon_as_an_event_arrives(api, server):
+    token = await api.user_token("alice")
+    started = time.monotonic()
+    pending = asyncio.ensure_future(poll(api, "channels=posts&timeout=10"))
+    await wait_until_pending(server)
+    await create_posts(api, token, 1, prefix="live")
+    response = await pending
+    assert time.monotonic() - started < 2.0
+    assert response.code == 200, response.body
+    (event,) = response.json["events"]
+    assert event["type"] == "post.created"
+    assert event["data"]["title"] == "live 0"
+    assert response.json["cursor"] == event["seq"]
+
+
+@pytest.mark.gen_test
+async def test_held_poll_with_since_is_answered_by_a_new_event(api, server):
+    await publish(server, "posts", 2)
+    pending = asyncio.ensure_future(poll(api, "channels=posts&since=2&timeout=10"))
+    await wait_until_pending(server)
+    await publish(server, "posts", 1)
+    response = await pending
+    assert [e["seq"] for e in response.json["events"]] == [3]
+    assert response.json["cursor"] == 3
+
+
+@pytest.mark.gen_test
+async def test_held_poll_is_not_answered_by_events_on_other_channels(api, server):
+    started = time.monotonic()
+    pending = asyncio.ensure_future(poll(api, "channels=products&since=0&timeout=0.5"))
+    await wait_until_pending(server)
+    await publish(server, "posts", 3)
+    response = await pending
+    assert time.monotonic() - started >= 0.4
+    assert response.code == 200, response.body
+    assert response.json == {"events": [], "cursor": 0}
+
+
+@pytest.mark.gen_test
+async def test_poll_on_several_channels_gets_events_of_each(api, server):
+    await publish(server, "posts", 1)
+    await publish(server, "products", 1)
+    await publish(server, "posts", 1)
+    response = await poll(api, "channels=products,posts&since=0&timeout=5")
+    assert [(e["seq"], e["channel"]) for e in response.json["events"]] == [
+        (1, "posts"), (2, "products"), (3, "posts")]
+
+
+@pytest.mark.gen_test
+async def test_poll_timeout_answers_no_events_and_the_same_cursor(api, server):
+    await publish(server, "posts", 4)
+    started = time.monotonic()
+    response = await poll(api, "channels=posts&since=4&timeout=0.5")
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 1.5
+    assert response.code == 200, response.body
+    assert response.json == {"events": [], "cursor": 4}
+
+
+@pytest.mark.gen_test
+async def test_poll_answers_at_most_100_events_and_the_cursor_continues_exactly(api, server):
+    await publish(server, "posts", 150)
+    first = await poll(api, "channels=posts&since=0&timeout=5")
+    assert [e["seq"] for e in first.json["events"]] == list(range(1, 101))
+    assert first.json["cursor"] == 100
+    second = await poll(api, f"channels=posts&since={first.json['cursor']}&timeout=5")
+    assert [e["seq"] for e in second.json["events"]] == list(range(101, 151))
+    assert second.json["cursor"] == 150
+    received = first.json["events"] + second.json["events"]
+    assert [e["data"]["n"] for e in received] == list(range(150))
+
+
+@pytest.mark.gen_test
+async def test_poll_cursor_is_the_last_event_sent_when_other_channels_interleave(api, server):
+    for _ in range(120):
+        await publish(server, "posts", 1)
+        await publish(server, "products", 1)
+    first = await poll(api, "channels=posts&since=0&timeout=5")
+    seqs = [e["seq"] for e in first.json["events"]]
+    assert seqs == list(range(1, 201, 2))
+    assert first.json["cursor"] == 199
+    second = await poll(api, "channels=posts&since=199&timeout=5")
+    assert [e["seq"] for e in second.json["events"]] == list(range(201, 241, 2))
+    assert second.json["cursor"] == 239
+
+
+@pytest.mark.gen_test
+async def test_poll_since_older_than_retention_is_410_cursor_expired(api, server):
+    await publish(server, "posts", 10)
+    await expire_events(server, up_to=5)
+    response = await poll(api, "channels=posts&since=0&timeout=0.5")
+    assert_error(response, 410, "cursor_expired")
+    error = response.json["error"]
+    assert "6" in error["message"] or "6" in str(error.get("details")), error
+
+
+@pytest.mark.gen_test
+async def test_poll_since_just_before_the_oldest_retained_still_works(api, server):
+    await publish(server, "posts", 10)
+    await expire_events(server, up_to=5)
+    response = await poll(api, "channels=posts&since=5&timeout=5")
+    assert response.code == 200, response.body
+    assert [e["seq"] for e in response.json["events"]] == [6, 7, 8, 9, 10]
+    assert response.json["cursor"] == 10
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("query", [
+    "since=0&timeout=0.5",                      # channels missing
+    "channels=&timeout=0.5",                    # channels empty
+    "channels=nope&timeout=0.5",                # unknown channel
+    "channels=posts,nope&timeout=0.5",          # one unknown among known
+    "channels=post:123&timeout=0.5",            # malformed id in a channel
+    "channels=posts&since=-1&timeout=0.5",
+    "channels=posts&since=abc&timeout=0.5",
+    "channels=posts&timeout=61",
+    "channels=posts&timeout=-1",
+    "channels=posts&timeout=abc",
+])
+async def test_poll_invalid_query_is_422(api, query):
+    response = await poll(api, query)
+    assert_error(response, 422, "validation_error")
+    assert response.json["error"]["details"], response.json
+
+
+@pytest.mark.gen_test
+async def test_poll_timeout_of_60_is_allowed(api, server):
+    await publish(server, "posts", 1)
+    response = await poll(api, "channels=posts&since=0&timeout=60")
+    assert response.code == 200, response.body
+    assert [e["seq"] for e in response.json["events"]] == [1]
+
+
+@pytest.mark.gen_test
+async def test_poll_private_channel_needs_a_token(api):
+    user_id, _ = await user_with_id(api, "alice")
+    response = await poll(api, f"channels=user:{user_id}&timeout=0.5")
+    assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.gen_test
+async def test_poll_private_channel_with_a_bad_token_is_401(api):
+    user_id, _ = await user_with_id(api, "alice")
+    response = await poll(api, f"channels=user:{user_id}&timeout=0.5", token="not-a-token")
+    assert_error(response, 401, "unauthorized")
+
+
+@pytest.mark.gen_test
+async def test_poll_private_channel_of_another_user_is_403(api):
+    alice_id, _ = await user_with_id(api, "alice")
+    _, bob_token = await user_with_id(api, "bob")
+    response = await poll(api, f"channels=posts,user:{alice_id}&timeout=0.5", token=bob_token)
+    assert_error(response, 403, "forbidden")
+
+
+@pytest.mark.gen_test
+async def test_poll_private_channel_is_allowed_for_its_owner(api, server):
+    alice_id, alice_token = await user_with_id(api, "alice")
+    await publish(server, f"user:{alice_id}", 1, "notification")
+    response = await poll(api, f"channels=user:{alice_id}&since=0&timeout=0.5", token=alice_token)
+    assert response.code == 200, response.body
+    assert [e["channel"] for e in response.json["events"]] == [f"user:{alice_id}"]
+
+
+@pytest.mark.gen_test
+async def test_poll_private_channel_is_allowed_for_an_admin(api, server):
+    alice_id, _ = await user_with_id(api, "alice")
+    admin_token = await api.admin_token(server)
+    await publish(server, f"user:{alice_id}", 1, "notification")
+    response = await poll(api, f"channels=user:{alice_id}&since=0&timeout=0.5", token=admin_token)
+    assert response.code == 200, response.body
+    assert [e["channel"] for e in response.json["events"]] == [f"user:{alice_id}"]
+
+
+@pytest.mark.gen_test
+async def test_poll_whose_client_goes_away_is_released(api, server):
+    stream = await TCPClient().connect("127.0.0.1", server.port)
+    await stream.write(b"GET /api/v1/poll?channels=posts&timeout=30 HTTP/1.1\r\n"
+                       b"Host: 127.0.0.1\r\n\r\n")
+    await wait_until_pending(server)
+    stream.close()
+    for _ in range(200):
+        if not server.ctx.connections.polls:
+            break
+        await asyncio.sleep(0.01)
+    assert not server.ctx.connections.polls
+    assert "posts" not in server.ctx.hub.channels
+
+
+@pytest.mark.gen_test
+async def test_poll_since_older_than_retention_is_410_after_a_restart(server, restarted):
+    await store_events(server, 10)
+    await server.ctx.db["events"].delete_many({"_id": {"$lte": 5}})
+    _, other = await restarted()
+    response = await poll(other, "channels=posts&since=0&timeout=0.5")
+    assert_error(response, 410, "cursor_expired")
+    assert "6" in str(response.json["error"])
+
+
+@pytest.mark.gen_test
+async def test_poll_pages_through_the_log_after_a_restart_exactly(server, restarted):
+    await store_events(server, 250)
+    _, other = await restarted()
+    seqs, cursor = [], 0
+    for _ in range(3):
+        response = await poll(other, f"channels=posts&since={cursor}&timeout=5")
+        assert response.code == 200, response.body
+        assert len(response.json["events"]) <= 100
+        seqs += [e["seq"] for e in response.json["events"]]
+        cursor = response.json["cursor"]
+    assert seqs == list(range(1, 251))
+    assert cursor == 250
