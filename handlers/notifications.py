@@ -1,8 +1,10 @@
 """Notification endpoints."""
 
 from tornado_app.notifications import notification_public
-from tornado_app.schemas.common import PageQuery
-from tornado_app.schemas.notifications import NotificationCreate
+from tornado_app.openapi import operation
+from tornado_app.schemas.common import Page, PageQuery
+from tornado_app.schemas.notifications import (NotificationAccepted, NotificationCreate,
+                                               NotificationPublic)
 
 from .base import BaseHandler
 
@@ -10,16 +12,20 @@ from .base import BaseHandler
 class NotificationsHandler(BaseHandler):
     route_name = "notifications.list"
 
+    @operation(summary="Queue a notification for a user", body=NotificationCreate,
+               responses={202: NotificationAccepted}, auth="admin", tag="notifications")
     async def post(self) -> None:
         await self.require_admin()
-        body = self.json_body(NotificationCreate)
+        body = self.json_body()
         doc = await self.ctx.notifications.create(body.user_id, body.title, body.body)
         self.set_header("Location", f"/api/v1/notifications/{doc['_id']}")
         self.send_json({"id": str(doc["_id"]), "status": doc["status"]}, status=202)
 
+    @operation(summary="My notifications, newest first", query=PageQuery,
+               responses={200: Page[NotificationPublic]}, auth="bearer", tag="notifications")
     async def get(self) -> None:
         user = await self.require_user()
-        params = self.query(PageQuery)
+        params = self.query()
         page = await self.ctx.notifications.list_for(user, params.limit, params.cursor)
         self.send_json(page.to_json(notification_public))
 
@@ -27,6 +33,8 @@ class NotificationsHandler(BaseHandler):
 class NotificationHandler(BaseHandler):
     route_name = "notifications.item"
 
+    @operation(summary="A notification (recipient or admin)",
+               responses={200: NotificationPublic}, auth="bearer", tag="notifications")
     async def get(self, notification_id: str) -> None:
         user = await self.require_user()
         self.send_json(notification_public(
@@ -36,6 +44,8 @@ class NotificationHandler(BaseHandler):
 class NotificationReadHandler(BaseHandler):
     route_name = "notifications.read"
 
+    @operation(summary="Mark a notification read (recipient)",
+               responses={200: NotificationPublic}, auth="bearer", tag="notifications")
     async def post(self, notification_id: str) -> None:
         user = await self.require_user()
         self.no_body()

@@ -2,8 +2,9 @@
 
 import asyncio
 
+from tornado_app.openapi import operation
 from tornado_app.realtime.channels import check_access, parse_channel_list
-from tornado_app.schemas.notifications import PollQuery
+from tornado_app.schemas.notifications import PollQuery, PollResponse
 
 from .base import BaseHandler
 
@@ -24,8 +25,11 @@ class PollHandler(BaseHandler):
         self._timer = None
         self._waiting = None
 
+    @operation(summary="Long-poll for events after a cursor", query=PollQuery,
+               responses={200: PollResponse}, auth="optional", errors=(403, 410),
+               tag="realtime")
     async def get(self) -> None:
-        params = self.query(PollQuery)
+        params = self.query()
         channels = parse_channel_list(params.channels, self.ctx.settings.ws_max_subscriptions)
         if any(name.startswith("user:") for name in channels):
             await self.require_user()

@@ -3,6 +3,7 @@
 import asyncio
 
 from tornado_app.errors import ApiError
+from tornado_app.openapi import operation
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.realtime.transport import unsent_bytes
@@ -21,8 +22,12 @@ class StreamHandler(BaseHandler):
         self.subscription = None
         self._done = None
 
+    @operation(summary="Server-Sent Events stream of events", query=StreamQuery,
+               responses={200: None}, stream=True, auth="optional", errors=(403, 410),
+               tag="realtime", description="`text/event-stream`: `id: <seq>`, `event: <type>`, "
+               "`data: <event JSON>`; resumes from `Last-Event-ID` or `since`.")
     async def get(self) -> None:
-        params = self.query(StreamQuery)
+        params = self.query()
         channels = parse_channel_list(params.channels, self.ctx.settings.ws_max_subscriptions)
         if any(name.startswith("user:") for name in channels):
             await self.require_user()

@@ -45,6 +45,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     if_match: bool = False
     if_none_match: bool = False
+    stream: bool = False  # text/event-stream instead of JSON
     tag: str = "api"
     description: str = ""
 
@@ -115,6 +116,8 @@ def build_openapi(routes) -> dict:
             entry = {"description": _status_text(status)}
             if model is not None:
                 entry["content"] = {"application/json": {"schema": ref(model, "serialization")}}
+            elif spec.stream and 200 <= status < 300:
+                entry["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
             responses[str(status)] = entry
         errors = set(spec.errors) | {503}
         if spec.body is not None:

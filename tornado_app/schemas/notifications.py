@@ -27,6 +27,19 @@ class NotificationPublic(BaseModel):
     read_at: str | None
 
 
+class EventPublic(BaseModel):
+    seq: int
+    channel: str
+    type: str
+    data: dict
+    created_at: str
+
+
+class PollResponse(BaseModel):
+    events: list[EventPublic]
+    cursor: int
+
+
 class PollQuery(QueryModel):
     channels: str = Field(min_length=1, max_length=10_000)
     since: int | None = Field(None, ge=0)
