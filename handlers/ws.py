@@ -5,15 +5,14 @@ import logging
 import time
 
 from tornado import websocket
-from tornado.iostream import StreamClosedError
 
 from tornado_app.db import is_unavailable
-from tornado_app.errors import ApiError
+from tornado_app.errors import ApiError, service_unavailable
 from tornado_app.openapi import operation
 from tornado_app.realtime.channels import check_access, check_channels
 from tornado_app.realtime.record import websocket_text_frame
 from tornado_app.realtime.subscription import Subscription
-from tornado_app.realtime.transport import unsent_bytes
+from tornado_app.realtime.transport import unsent_bytes, write_now
 
 from .base import parse_json_object, render_error
 
@@ -52,6 +51,13 @@ class EventsSocket(websocket.WebSocketHandler):
         except ApiError as error:
             render_error(self, error)
             return
+        except Exception as exc:
+            if is_unavailable(exc):
+                render_error(self, service_unavailable())
+            else:
+                log.exception("WebSocket upgrade failed")
+                render_error(self, ApiError(500, "internal_error", "internal server error"))
+            return
         await super().get(*args, **kwargs)
 
     def _check_origin_allowed(self) -> None:
@@ -83,8 +89,18 @@ class EventsSocket(websocket.WebSocketHandler):
         self._refilled = time.monotonic()
         self.subscription = Subscription(self.ctx.hub, self._send_record)
         self.ctx.connections.sockets.add(self)
+        self._drop_upgrade_state()
         if self.ctx.connections.shutting_down:
             self.close(1001, "server shutting down")
+
+    def _drop_upgrade_state(self) -> None:
+        """The upgrade's parsed request and response state is not needed once the connection is
+        open; tens of thousands of idle connections should not each keep a copy."""
+        self.request = None
+        self._headers = None
+        self.path_args = self.path_kwargs = None
+        self._transforms = None
+        self.ui = None
 
     def on_close(self) -> None:
         self.ctx.connections.sockets.discard(self)
@@ -119,10 +135,7 @@ class EventsSocket(websocket.WebSocketHandler):
         if connection is None or connection.is_closing():
             return
         stream = connection.stream
-        try:
-            stream.write(frame)
-        except StreamClosedError:
-            return
+        write_now(stream, frame)
         if unsent_bytes(stream) > self.ctx.settings.ws_max_pending_bytes:
             # A slow consumer: drop it rather than buffer without bound or hold others up.
             # It reconnects and resumes with `since`.

@@ -6,6 +6,8 @@ a single conditional update on that jti, so of two concurrent refreshes with one
 one wins, and a token presented again after rotation revokes the whole family.
 """
 
+import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -15,6 +17,9 @@ from .clock import utcnow
 from .errors import ApiError, unauthorized
 from .security import PasswordHasher, TokenService
 from .users import UserStore
+
+AUTH_CACHE_SECONDS = 2.0
+AUTH_CACHE_SIZE = 50_000
 
 
 class AuthService:
@@ -27,6 +32,11 @@ class AuthService:
         self.tokens = tokens
         self.max_failures = max_failures
         self.window = window
+        # (family, user id) -> (valid until, user): recent successful lookups, so a burst of
+        # requests or WebSocket upgrades with one token costs one database round trip.
+        self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Future] = {}
+        users.on_change.append(self._forget_user)
 
     async def register(self, username: str, email: str, password: str, role: str = "user") -> dict:
         # Checked first only to spare the bcrypt work; the unique indexes are what guarantee it.
@@ -71,18 +81,44 @@ class AuthService:
         await self.revoke_family(family)
 
     async def revoke_family(self, family: str) -> None:
+        for key in [key for key in self._recent if key[0] == family]:
+            del self._recent[key]
         await self.families.update_one({"_id": family}, {"$set": {"revoked": True}})
 
     async def authenticate(self, access_token: str) -> tuple[dict, str]:
-        """The user an access token belongs to, and its family; 401 if anything is off."""
+        """The user an access token belongs to, and its family; 401 if anything is off.
+
+        A successful lookup is reused for AUTH_CACHE_SECONDS, and concurrent lookups of one
+        family share a single query. Revocation and role changes made through this process take
+        effect at once; made through another worker, within AUTH_CACHE_SECONDS.
+        """
         claims = self.tokens.decode(access_token, "access")
-        family = await self.families.find_one({"_id": claims.fam}, {"revoked": 1, "user_id": 1})
-        if family is None or family["revoked"] or family["user_id"] != claims.sub:
+        key = (claims.fam, claims.sub)
+        recent = self._recent.get(key)
+        if recent is not None and recent[0] > time.monotonic():
+            return recent[1], claims.fam
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(*key))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
+        return await asyncio.shield(lookup), claims.fam
+
+    async def _lookup(self, family_id: str, user_id: str) -> dict:
+        family = await self.families.find_one({"_id": family_id}, {"revoked": 1, "user_id": 1})
+        if family is None or family["revoked"] or family["user_id"] != user_id:
             raise unauthorized("token has been revoked")
-        user = await self.users.get(claims.sub)
+        user = await self.users.get(user_id)
         if user is None:
             raise unauthorized("user no longer exists")
-        return user, claims.fam
+        if len(self._recent) >= AUTH_CACHE_SIZE:
+            self._recent.clear()
+        self._recent[(family_id, user_id)] = (time.monotonic() + AUTH_CACHE_SECONDS, user)
+        return user
+
+    def _forget_user(self, user_id: str) -> None:
+        for key in [key for key in self._recent if key[1] == user_id]:
+            del self._recent[key]
 
     async def purge_expired(self) -> int:
         now = utcnow()

@@ -22,6 +22,7 @@ def _duplicate_field(exc: DuplicateKeyError) -> str:
 class UserStore:
     def __init__(self, db):
         self.users = db["users"]
+        self.on_change = []  # callbacks(user_id) after a user's role changes
 
     async def create(self, username: str, email: str, password_hash: str, role: str = "user") -> dict:
         doc = {"username": username, "username_key": username.lower(), "email": email.lower(),
@@ -55,6 +56,8 @@ class UserStore:
             {"_id": oid}, {"$set": {"role": role}}, return_document=True)
         if not doc:
             raise not_found("user")
+        for callback in self.on_change:
+            callback(str(doc["_id"]))
         return doc
 
     async def set_password(self, user_id: ObjectId, password_hash: str) -> None:
