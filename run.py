@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from tornado_app.db import Database
 from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
+from tornado_app.gcpauses import GcPauses, tune_for_long_lived_objects
 from tornado_app.logs import configure_logging
 from tornado_app.security import PasswordHasher, resolve_jwt_secret
 from tornado_app.settings import SettingsError, load_settings
@@ -59,6 +60,11 @@ async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await server.start(sockets)
+    # Only a real server process tunes the collector (not tests running many servers).
+    pauses = GcPauses()
+    pauses.attach(server.ctx.metrics.gc_pauses)
+    pauses.install()
+    tune_for_long_lived_objects()
     await stopping.wait()
     log.info("shutting down")
     await server.stop()

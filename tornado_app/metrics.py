@@ -46,6 +46,9 @@ class Metrics:
         Gauge("sse_streams", "Open Server-Sent Events streams",
               registry=registry).set_function(lambda: len(connections.streams))
         registry.register(_Counted(ctx))
+        self.gc_pauses = Histogram("gc_pause_seconds", "Garbage-collector pauses by generation",
+                                   ["generation"], registry=registry,
+                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
