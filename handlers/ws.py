@@ -45,9 +45,7 @@ class EventsSocket(websocket.WebSocketHandler):
                 raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket only",
                                headers={"Upgrade": "websocket"})
             self._check_origin_allowed()
-            token = self._upgrade_token()
-            if token is not None:
-                self.user, _ = await self.ctx.auth.authenticate(token)
+            await self._authenticate_upgrade()
         except ApiError as error:
             render_error(self, error)
             return
@@ -59,6 +57,13 @@ class EventsSocket(websocket.WebSocketHandler):
                 render_error(self, ApiError(500, "internal_error", "internal server error"))
             return
         await super().get(*args, **kwargs)
+
+    async def _authenticate_upgrade(self) -> None:
+        # In its own frame: get() stays suspended for the connection's whole life, and every
+        # local it holds (the token, say) would stay in memory with it.
+        token = self._upgrade_token()
+        if token is not None:
+            self.user, _ = await self.ctx.auth.authenticate(token)
 
     def _check_origin_allowed(self) -> None:
         origin = self.request.headers.get("Origin")
@@ -96,6 +101,12 @@ class EventsSocket(websocket.WebSocketHandler):
     def _drop_upgrade_state(self) -> None:
         """The upgrade's parsed request and response state is not needed once the connection is
         open; tens of thousands of idle connections should not each keep a copy."""
+        # Tornado's WebSocketHandler.get() keeps a reference to the request headers in its
+        # suspended frame, so the headers are emptied rather than just dropped.
+        headers = self.request.headers
+        for name in ("_dict", "_as_list", "_combined_cache"):
+            if isinstance(getattr(headers, name, None), dict):
+                setattr(headers, name, {})
         self.request = None
         self._headers = None
         self.path_args = self.path_kwargs = None
