@@ -11,6 +11,7 @@ from tornado import httputil, web
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
 from tornado_app.etags import etag, matches, parse_etag_list
+from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
 
 log = logging.getLogger("tornado_app.request")
@@ -268,6 +269,14 @@ class BaseHandler(web.RequestHandler):
     def compute_etag(self):
         # Versioned resources set their own ETag; nothing else gets one computed from the body.
         return None
+
+    async def readable_channels(self, names: str) -> list[str]:
+        """The `channels=a,b` parameter of long-poll and SSE, checked against the current user."""
+        channels = parse_channel_list(names, self.ctx.settings.ws_max_subscriptions)
+        if any(name.startswith("user:") for name in channels):
+            await self.require_user()
+        check_access(self.user, channels)
+        return channels
 
     # --- output ------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 import asyncio
 
 from tornado_app.openapi import operation
-from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.notifications import PollQuery, PollResponse
 
 from .base import BaseHandler
@@ -30,10 +29,7 @@ class PollHandler(BaseHandler):
                tag="realtime")
     async def get(self) -> None:
         params = self.query()
-        channels = parse_channel_list(params.channels, self.ctx.settings.ws_max_subscriptions)
-        if any(name.startswith("user:") for name in channels):
-            await self.require_user()
-        check_access(self.user, channels)
+        channels = await self.readable_channels(params.channels)
         hub = self.ctx.hub
         if params.since is not None:
             await hub.check_cursor(params.since)

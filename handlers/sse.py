@@ -4,7 +4,6 @@ import asyncio
 
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
-from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.realtime.transport import unsent_bytes
 from tornado_app.schemas.notifications import StreamQuery
@@ -28,10 +27,7 @@ class StreamHandler(BaseHandler):
                "`data: <event JSON>`; resumes from `Last-Event-ID` or `since`.")
     async def get(self) -> None:
         params = self.query()
-        channels = parse_channel_list(params.channels, self.ctx.settings.ws_max_subscriptions)
-        if any(name.startswith("user:") for name in channels):
-            await self.require_user()
-        check_access(self.user, channels)
+        channels = await self.readable_channels(params.channels)
         since = params.since
         last_event_id = self.request.headers.get("Last-Event-ID")
         if last_event_id is not None and last_event_id.strip():
