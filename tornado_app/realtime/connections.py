@@ -8,6 +8,7 @@ from tornado.ioloop import PeriodicCallback
 log = logging.getLogger(__name__)
 
 SSE_KEEPALIVE_SECONDS = 15.0
+HEARTBEAT_STEPS = 20
 
 
 class Connections:
@@ -20,6 +21,8 @@ class Connections:
         self.shutting_down = False
         self._keepalive: PeriodicCallback | None = None
         self._heartbeat: PeriodicCallback | None = None
+        self._round: list = []  # sockets still to ping in this heartbeat round
+        self._per_tick = 0
 
     def start(self) -> None:
         # One timer for every SSE stream, not one per connection.
@@ -27,11 +30,19 @@ class Connections:
         self._keepalive.start()
         # One timer pings every WebSocket; a peer that has not answered the previous round's
         # ping by the next round is dead and is dropped.
-        self._heartbeat = PeriodicCallback(self._ws_heartbeat, self.ws_ping_interval * 1000)
+        # The round is spread over HEARTBEAT_STEPS ticks, so 19,000 pings (and their pongs) do
+        # not all land in one turn of the loop.
+        self._heartbeat = PeriodicCallback(self._ws_heartbeat,
+                                           self.ws_ping_interval * 1000 / HEARTBEAT_STEPS)
         self._heartbeat.start()
 
     def _ws_heartbeat(self) -> None:
-        for socket in tuple(self.sockets):
+        if not self._round:
+            self._round = list(self.sockets)
+            self._per_tick = -(-len(self._round) // HEARTBEAT_STEPS)
+        batch = self._round[-self._per_tick:]
+        del self._round[-self._per_tick:]
+        for socket in batch:
             socket.heartbeat()
 
     def _sse_keepalive(self) -> None:
