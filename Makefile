@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint ferretdb test-tools setup clean bench bench-quick wrk
+.PHONY: run test lint ferretdb test-tools setup clean bench bench-quick bench-tools
 
 run: $(STAMP) ferretdb
 	$(PY) run.py
@@ -39,14 +39,20 @@ $(BENCH_STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ferretdb redis wrk
+bench: $(BENCH_STAMP) ferretdb bench-tools
 	$(PY) -m bench.run all
 
-bench-quick: $(BENCH_STAMP) ferretdb redis wrk
+bench-quick: $(BENCH_STAMP) ferretdb bench-tools
 	$(PY) -m bench.run all --quick
 
-wrk:
-	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+# Debian's wrk (HTTP load) and redis-server (the 3-worker scenario starts its own instance).
+bench-tools:
+	@need=""; command -v wrk >/dev/null 2>&1 || need="wrk"; \
+	command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
+	if [ -n "$$need" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	fi
 
 clean:
 	rm -rf $(VENV) .bin build *.egg-info

@@ -11,6 +11,7 @@ from tornado import httputil, web
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
 from tornado_app.etags import etag, matches, parse_etag_list
+from tornado_app.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
 
@@ -42,6 +43,8 @@ def _check_shape(value) -> None:
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
         if level > MAX_JSON_DEPTH:
             raise ApiError(400, "invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH}")
         if isinstance(item, dict):
@@ -68,6 +71,16 @@ def parse_json_object(raw: bytes) -> dict:
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     _check_shape(body)
     return body
+
+
+def request_id_of(request) -> str:
+    """The client's X-Request-ID when it is sane, else a generated one; fixed per request."""
+    rid = getattr(request, "request_id", None)
+    if rid is None:
+        sent = request.headers.get("X-Request-ID", "")
+        rid = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
+        request.request_id = rid
+    return rid
 
 
 def render_error(handler: web.RequestHandler, error: ApiError) -> None:
@@ -98,12 +111,7 @@ class BaseHandler(web.RequestHandler):
 
     @property
     def request_id(self) -> str:
-        rid = getattr(self.request, "request_id", None)
-        if rid is None:
-            sent = self.request.headers.get("X-Request-ID", "")
-            rid = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
-            self.request.request_id = rid
-        return rid
+        return request_id_of(self.request)
 
     def set_default_headers(self) -> None:
         self.set_header("X-Request-ID", self.request_id)
@@ -128,19 +136,22 @@ class BaseHandler(web.RequestHandler):
         allowed = self.application.settings["ctx"].settings.allowed_origins
         return "*" in allowed or origin.rstrip("/").lower() in allowed
 
+    def allowed_methods(self) -> list[str]:
+        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
+
     def options(self, *args, **kwargs) -> None:
         """CORS preflight: allowed origins get the methods and headers they may use."""
         origin = self.request.headers.get("Origin")
         if origin is None or not self._origin_allowed(origin):
             raise ApiError(403, "forbidden", "this Origin is not allowed")
-        methods = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
-                   if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
-        self.set_header("Access-Control-Allow-Methods", ", ".join(methods))
+        self.set_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods()))
         self.set_header("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS)
         self.set_header("Access-Control-Max-Age", "600")
         self.send_empty(204)
 
     async def prepare(self) -> None:
+        request_id_var.set(self.request_id)
         self._counted = True
         self.ctx.inflight += 1
         limit = self.ctx.settings.max_body_bytes
@@ -313,6 +324,8 @@ class BaseHandler(web.RequestHandler):
                              f"method {self.request.method} is not allowed here")
         else:
             error = ApiError(500, "internal_error", "internal server error")
+        if error.status == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods() + ["OPTIONS"]))
         render_error(self, error)
 
     def send_error(self, status_code: int = 500, **kwargs) -> None:

@@ -2,6 +2,7 @@
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tornado_app.errors import service_unavailable
 from tornado_app.openapi import operation
 from tornado_app.schemas.common import HealthStatus
 
@@ -23,13 +24,10 @@ class ReadyHandler(BaseHandler):
                tag="operations")
     async def get(self) -> None:
         db = self.ctx.db
-        if db.indexes_ready and await db.ping():
-            self.send_json({"status": "ready"})
-        else:
-            self.set_header("Retry-After", "5")
-            self.send_json({"status": "unavailable",
-                            "database": "unreachable" if db.indexes_ready else "not initialized"},
-                           status=503)
+        if not (db.indexes_ready and await db.ping()):
+            raise service_unavailable("the database is unreachable" if db.indexes_ready
+                                      else "the database is not initialized yet")
+        self.send_json({"status": "ready"})
 
 
 class MetricsHandler(BaseHandler):

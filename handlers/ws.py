@@ -8,13 +8,14 @@ from tornado import websocket
 
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError, service_unavailable
+from tornado_app.logs import request_id_var
 from tornado_app.openapi import operation
 from tornado_app.realtime.channels import check_access, check_channels
 from tornado_app.realtime.record import websocket_text_frame
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.realtime.transport import unsent_bytes, write_now
 
-from .base import parse_json_object, render_error
+from .base import parse_json_object, render_error, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,10 @@ PING_FRAME = b"\x89\x00"  # an empty ping, the same bytes for every connection
 
 class EventsSocket(websocket.WebSocketHandler):
     route_name = "realtime.ws"
+
+    @property
+    def request_id(self) -> str:
+        return request_id_of(self.request)
 
     def initialize(self) -> None:
         self.ctx = self.application.settings["ctx"]
@@ -40,6 +45,7 @@ class EventsSocket(websocket.WebSocketHandler):
                "auth op.", responses={101: None}, auth="optional", errors=(403, 426),
                tag="realtime")
     async def get(self, *args, **kwargs) -> None:
+        request_id_var.set(self.request_id)
         try:
             if self.request.headers.get("Upgrade", "").lower() != "websocket":
                 raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket only",
@@ -165,9 +171,10 @@ class EventsSocket(websocket.WebSocketHandler):
         now = time.monotonic()
         self._tokens = min(2 * rate, self._tokens + (now - self._refilled) * rate)
         self._refilled = now
+        if self._tokens >= 2 * rate - 1:
+            self._dropped = 0  # the client has slowed down long enough to be forgiven
         if self._tokens >= 1:
             self._tokens -= 1
-            self._dropped = 0
             return True
         self._dropped += 1
         if self._dropped == 1:

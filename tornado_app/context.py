@@ -35,7 +35,7 @@ class AppContext:
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:
-    events = EventLog(db, settings.event_retention)
+    events = EventLog(db, settings.event_retention, settings.db_timeout)
     hub = Hub(events)
     events.add_listener(hub.on_event)
     users = UserStore(db)

@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, ExecutionTimeout
 
 from ..clock import iso, utcnow
 
@@ -25,9 +25,10 @@ def event_public(doc: dict) -> dict:
 
 
 class EventLog:
-    def __init__(self, db, retention: int):
+    def __init__(self, db, retention: int, timeout: float = 3.0):
         self.events = db["events"]
         self.retention = retention
+        self.timeout = timeout
         self._last_seq: int | None = None
         # Serializes this process's writes, so its own events are stored (and handed on) in
         # seq order; other processes are kept in order by the unique index.
@@ -48,7 +49,13 @@ class EventLog:
         return doc["_id"] if doc else None
 
     async def publish(self, channel: str, type_: str, data: dict) -> dict:
-        async with self._lock:
+        # Waiting for the lock is bounded like any database call: in an outage every holder
+        # spends DB_TIMEOUT failing, and writes queued behind it must not wait n times that.
+        try:
+            await asyncio.wait_for(self._lock.acquire(), self.timeout)
+        except asyncio.TimeoutError:
+            raise ExecutionTimeout("timed out waiting to write to the event log") from None
+        try:
             if self._last_seq is None:
                 self._last_seq = await self.latest_seq()
             while True:
@@ -62,6 +69,8 @@ class EventLog:
                 self._last_seq = doc["_id"]
                 self.published += 1
                 break
+        finally:
+            self._lock.release()
         event = event_public(doc)
         for callback in self._listeners:
             try:
