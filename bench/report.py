@@ -1,0 +1,459 @@
+"""BENCHMARKS.md from the results JSON that the scenarios saved (bench/results/MODE/*.json).
+
+Every figure is "median (min–max)" over the runs; a ratio column lists ours/peer run by run,
+then its median. Full mode writes BENCHMARKS.md at the top of the repository; quick mode
+writes bench/results/quick/BENCHMARKS.md, so a smoke run never overwrites the real figures.
+"""
+
+import json
+import time
+
+from . import machine
+from .config import ROOT
+from .stats import ratios, summary
+
+KB = 1024
+PEERS = ("tornado", "fastapi")
+LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn"}
+
+
+def report_path(mode):
+    return ROOT / "BENCHMARKS.md" if mode.name == "full" else mode.results_dir / "BENCHMARKS.md"
+
+
+def load(mode) -> dict:
+    out = {}
+    for path in sorted(mode.results_dir.glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except ValueError:
+            continue
+    return out
+
+
+# --- picking values out of the runs -------------------------------------------------------------
+
+def per_run(data: dict, target: str, pick) -> list:
+    """pick(run result) for each run of `target`; None where the run failed or lacks it."""
+    out = []
+    for run in data.get("runs", []):
+        result = run.get(target)
+        try:
+            out.append(None if result is None or "error" in result else pick(result))
+        except (KeyError, TypeError, ZeroDivisionError):
+            out.append(None)
+    return out
+
+
+def num(value, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 100 or digits == 0:
+        return f"{value:,.{digits}f}"
+    return f"{value:,.{digits}f}"
+
+
+def cell(values, digits: int = 0, scale: float = 1.0) -> str:
+    s = summary([v * scale if v is not None else None for v in values])
+    if s is None:
+        return "–"
+    if len(s["runs"]) == 1 or num(s["min"], digits) == num(s["max"], digits):
+        return num(s["median"], digits)
+    return f"{num(s['median'], digits)} ({num(s['min'], digits)}–{num(s['max'], digits)})"
+
+
+def ratio_cell(ours: list, peer: list) -> str:
+    rs = ratios(ours, peer)
+    present = [r for r in rs if r is not None]
+    if not present:
+        return "–"
+    runs = ", ".join("–" if r is None else f"{r:.2f}" for r in rs)
+    if len(present) == 1:
+        return runs
+    return f"{runs} (median {summary(present)['median']:.2f})"
+
+
+def median(values):
+    s = summary(values)
+    return None if s is None else s["median"]
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+def comparison(data: dict, rows, targets=("ours",) + PEERS) -> list[str]:
+    """rows: (label, pick, digits, scale). A table with one column per target and ratios."""
+    present = [t for t in targets if any(t in run for run in data.get("runs", []))]
+    peers = [t for t in present if t != "ours"]
+    head = ["figure"] + [LABELS[t] for t in present]
+    if "ours" in present:
+        head += [f"ours/{LABELS[p]} per run" for p in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, pick, digits, scale in rows:
+        values = {t: per_run(data, t, pick) for t in present}
+        row = [label] + [cell(values[t], digits, scale) for t in present]
+        if "ours" in present:
+            row += [("" if label in NO_RATIO else ratio_cell(values["ours"], values[p]))
+                    for p in peers]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+LOAD_ROW = "machine load average (1 min) when the run started"
+NO_RATIO = {LOAD_ROW, "connections asked for", "connections held",
+            "connections that got the event", "subscribed per second (ours: subscribe op and its ack)",
+            "machine load average (1 min) before the hello load", "non-2xx answers (hello + post)"}
+
+HOLD_ROWS = [
+    (LOAD_ROW, lambda r: r["loadavg_start"], 1, 1),
+    ("connections asked for", lambda r: r["n"], 0, 1),
+    ("connections held", lambda r: r.get("subscribed", r["opened"]), 0, 1),
+    ("opened per second (WebSocket: handshakes/s; poll: requests sent/s)",
+     lambda r: r["opens_per_s"], 0, 1),
+    ("subscribed per second (ours: subscribe op and its ack)", lambda r: r["subscribes_per_s"],
+     0, 1),
+    ("server CPU seconds while opening", lambda r: r["server_cpu_open_s"], 1, 1),
+    ("client CPU seconds while opening (all client processes)", lambda r: r["client_cpu_open_s"],
+     1, 1),
+    ("server RSS before (MB)", lambda r: r["rss_before_kb"], 1, 1 / 1024),
+    ("server RSS after (MB)", lambda r: r["rss_after_kb"], 1, 1 / 1024),
+    ("**server memory per connection (KB)**", lambda r: r["bytes_per_conn"], 1, 1 / KB),
+    ("connections that got the event", lambda r: r["got"], 0, 1),
+    ("**event sent → last connection has it (ms)**", lambda r: r["last_ms"], 1, 1),
+    ("event sent → first connection has it (ms)", lambda r: r["first_ms"], 1, 1),
+    ("first → last connection (ms): the fan-out itself", lambda r: r["spread_ms"], 1, 1),
+    ("trigger request answered after (ms)", lambda r: r["trigger"]["seconds"], 1, 1000),
+    ("probe: longest answer while opening (ms)", lambda r: r["probe"]["open"]["max_ms"], 1, 1),
+    ("probe: longest answer while idle (ms)", lambda r: r["probe"]["idle"]["max_ms"], 1, 1),
+    ("probe: longest answer during the broadcast (ms)",
+     lambda r: r["probe"]["broadcast"]["max_ms"], 1, 1),
+]
+
+HTTP_ROWS = [
+    ("machine load average (1 min) before the hello load", lambda r: r["hello"]["loadavg_start"],
+     1, 1),
+    ("hello: ours /health vs peers' /hello, requests/s", lambda r: r["hello"]["rps"], 0, 1),
+    ("hello: p50 latency (ms)", lambda r: r["hello"]["p50_ms"], 2, 1),
+    ("hello: p99 latency (ms)", lambda r: r["hello"]["p99_ms"], 2, 1),
+    ("GET one post by id, requests/s", lambda r: r["post"]["rps"], 0, 1),
+    ("GET one post: p50 latency (ms)", lambda r: r["post"]["p50_ms"], 2, 1),
+    ("GET one post: p99 latency (ms)", lambda r: r["post"]["p99_ms"], 2, 1),
+    ("non-2xx answers (hello + post)",
+     lambda r: r["hello"]["non_2xx"] + r["post"]["non_2xx"], 0, 1),
+]
+
+MIXED_ROWS = [
+    ("/health requests/s without subscribers", lambda r: r["without"]["health"]["rps"], 0, 1),
+    ("/health requests/s with the subscribers", lambda r: r["with"]["health"]["rps"], 0, 1),
+    ("/health p99 without (ms)", lambda r: r["without"]["health"]["p99_ms"], 2, 1),
+    ("/health p99 with (ms)", lambda r: r["with"]["health"]["p99_ms"], 2, 1),
+    ("**/health p99 with / without**",
+     lambda r: r["with"]["health"]["p99_ms"] / r["without"]["health"]["p99_ms"], 2, 1),
+    ("GET one post requests/s without", lambda r: r["without"]["post"]["rps"], 0, 1),
+    ("GET one post requests/s with", lambda r: r["with"]["post"]["rps"], 0, 1),
+    ("GET one post p99 without (ms)", lambda r: r["without"]["post"]["p99_ms"], 2, 1),
+    ("GET one post p99 with (ms)", lambda r: r["with"]["post"]["p99_ms"], 2, 1),
+    ("**GET one post p99 with / without**",
+     lambda r: r["with"]["post"]["p99_ms"] / r["without"]["post"]["p99_ms"], 2, 1),
+    ("subscribers held during the load", lambda r: r["hold"]["subscribed"], 0, 1),
+]
+
+
+def section_hold(data, title, intro) -> list[str]:
+    return [f"## {title}", "", intro, "", f"Command: `{data['command']}`", "",
+            *comparison(data, HOLD_ROWS), ""]
+
+
+def section_workers(data) -> list[str]:
+    name = next(iter(data.get("targets", {"ours-3w": ""})))
+    rows = [r for r in HOLD_ROWS if not r[0].startswith("probe: longest answer while opening")]
+    lines = ["## Three workers and Redis", "",
+             f"`run.py --workers {data.get('workers', 3)}` with REDIS_URL of a redis-server "
+             "started for the run; subscribed WebSocket connections spread over client processes "
+             "(5,000 each, each from its own 127.x.y.z source address); one post created, its "
+             "event reaching the other workers through Redis. Memory and CPU are summed over "
+             "the workers.", "", f"Command: `{data['command']}`", ""]
+    lines += comparison(data, rows, targets=(name,)) if name == "ours" else \
+        _single(data, name, rows)
+    fds = per_run(data, name, lambda r: ", ".join(str(v) for v in r["fds"].values()))
+    lines += ["", "Open file descriptors per worker after opening, run by run: "
+              + "; ".join(f or "–" for f in fds) + " (each process is capped at 20000).", ""]
+    return lines
+
+
+def _single(data, target, rows) -> list[str]:
+    lines = ["| figure | " + target + " |", "| --- | --- |"]
+    for label, pick, digits, scale in rows:
+        lines.append(f"| {label} | {cell(per_run(data, target, pick), digits, scale)} |")
+    return lines
+
+
+def section_http(data) -> list[str]:
+    cmds = sorted({r[t][k]["command"].split(" http")[0] for r in data.get("runs", [])
+                   for t in r if "error" not in r[t] for k in ("hello", "post")})
+    return ["## HTTP through wrk", "",
+            "wrk against each server in turn, each freshly started. `GET one post` reads the "
+            "same post document, from the same FerretDB, in all three (ours: "
+            "`/api/v1/posts/{id}`, with its ETag and JSON shaping; peers: an `AsyncMongoClient` "
+            "`find_one` by `_id`, default pool, versus ours' single FerretDB connection).", "",
+            f"Command: `{data['command']}`; load: `{'`, `'.join(cmds)} URL`", "",
+            *comparison(data, HTTP_ROWS), ""]
+
+
+def section_mixed(data) -> list[str]:
+    return ["## Mixed: HTTP load next to idle subscribers", "",
+            "wrk on ours without any subscriber, then on a fresh server that holds the "
+            "subscribed WebSockets (idle) during the same wrk load.", "",
+            f"Command: `{data['command']}`", "", *_single(data, "ours", MIXED_ROWS), ""]
+
+
+# --- targets of the issue -----------------------------------------------------------------------
+
+def targets_table(results: dict) -> list[str]:
+    ws, poll, http = results.get("ws", {}), results.get("poll", {}), results.get("http", {})
+    workers, mixed = results.get("workers", {}), results.get("mixed", {})
+    wname = next(iter(workers.get("targets", {"ours-3w": ""})))
+
+    def m(data, target, pick):
+        return median(per_run(data, target, pick))
+
+    def mr(data, a, b, pick):
+        return median(ratios(per_run(data, a, pick), per_run(data, b, pick)))
+
+    rows = []
+
+    def row(goal, measured, ok):
+        verdict = "–" if ok is None else ("met" if ok else "**not met**")
+        rows.append(f"| {goal} | {measured} | {verdict} |")
+
+    def check(value, test):
+        return None if value is None else test(value)
+
+    mem = m(ws, "ours", lambda r: r["bytes_per_conn"])
+    held = m(ws, "ours", lambda r: r["subscribed"])
+    row("19,000 idle authenticated subscribers in one worker, ≤ 8 KB each",
+        f"{num(held)} held, {num(mem and mem / KB, 1)} KB each",
+        check(mem, lambda v: v <= 8 * KB and (held or 0) >= 19000))
+    last = m(ws, "ours", lambda r: r["last_ms"])
+    spread = m(ws, "ours", lambda r: r["spread_ms"])
+    row("one event to all of them: last has it within 100 ms (median)",
+        f"{num(last, 1)} ms from the POST ({num(spread, 1)} ms first → last)",
+        check(last, lambda v: v <= 100))
+    for peer, factor in (("tornado", 10), ("fastapi", 3)):
+        r = mr(ws, peer, "ours", lambda r: r["last_ms"])
+        rs = mr(ws, peer, "ours", lambda r: r["spread_ms"])
+        row(f"… at least {factor}× faster than {LABELS[peer]} (same run)",
+            f"{num(r, 2)}× from the trigger, {num(rs, 2)}× first → last",
+            check(r, lambda v: v >= factor))
+    rate = m(ws, "ours", lambda r: r["opens_per_s"])
+    row("≥ 2,500 authenticated WebSocket handshakes/s per worker", f"{num(rate)} /s",
+        check(rate, lambda v: v >= 2500))
+    pmem = m(poll, "ours", lambda r: r["bytes_per_conn"])
+    pheld = m(poll, "ours", lambda r: r["opened"])
+    row("19,000 pending long-polls, ≤ 8 KB each",
+        f"{num(pheld)} pending, {num(pmem and pmem / KB, 1)} KB each",
+        check(pmem, lambda v: v <= 8 * KB and (pheld or 0) >= 19000))
+    plast = m(poll, "ours", lambda r: r["last_ms"])
+    row("… all answered within 0.5 s of the event", f"{num(plast, 1)} ms",
+        check(plast, lambda v: v <= 500))
+    stalls = [v for d in (ws, poll) for phase in ("idle", "broadcast")
+              for v in per_run(d, "ours", lambda r, p=phase: r["probe"][p]["max_ms"])
+              if v is not None]
+    row("no GC pause over 50 ms while 19,000 are idle or receiving",
+        f"longest /health answer {num(max(stalls) if stalls else None, 1)} ms (probe, see below)",
+        check(max(stalls) if stalls else None, lambda v: v <= 50))
+    wheld = m(workers, wname, lambda r: r["subscribed"])
+    wlast = m(workers, wname, lambda r: r["last_ms"])
+    row("3 workers + Redis: ≥ 50,000 connections", f"{num(wheld)} held",
+        check(wheld, lambda v: v >= 50000))
+    row("… one event to all of them within 1 s", f"{num(wlast, 1)} ms",
+        check(wlast, lambda v: v <= 1000))
+    post = mr(http, "ours", "fastapi", lambda r: r["post"]["rps"])
+    row("GET /api/v1/posts/{id} at least as fast as the FastAPI peer",
+        f"ours/FastAPI requests/s {num(post, 2)}", check(post, lambda v: v >= 1.0))
+    hello = mr(http, "ours", "tornado", lambda r: r["hello"]["rps"])
+    row("/health within 10% of bare Tornado's hello", f"ours/Tornado requests/s {num(hello, 2)}",
+        check(hello, lambda v: v >= 0.9))
+    mix = m(mixed, "ours", lambda r: r["with"]["health"]["p99_ms"] / r["without"]["health"]["p99_ms"])
+    row("mixed: HTTP p99 with 19,000 idle subscribers ≤ 2× without",
+        f"/health p99 ratio {num(mix, 2)}", check(mix, lambda v: v <= 2))
+    return ["| target (issue #5) | measured (median) | |", "| --- | --- | --- |", *rows]
+
+
+# --- one million connections, on paper ----------------------------------------------------------
+
+KERNEL_PER_SOCKET = 4.7 * KB  # the issue's figure for an idle socket's kernel memory on this machine
+FD_CAP = 20000
+
+
+def extrapolation(results: dict) -> list[str]:
+    """Arithmetic from ours' measured medians; nothing here was run at that size."""
+    ws = results.get("ws", {})
+
+    def m(pick):
+        return median(per_run(ws, "ours", pick))
+
+    mem, spread = m(lambda r: r["bytes_per_conn"]), m(lambda r: r["spread_ms"])
+    n, rate = m(lambda r: r["subscribed"]), m(lambda r: r["opens_per_s"])
+    if None in (mem, spread, n, rate) or not n:
+        return ["Not enough WebSocket figures from this run to extrapolate."]
+    per_sub_us = spread / n * 1000
+    workers = -(-1_000_000 // (FD_CAP - 1000))
+    total_gb = 1_000_000 * (mem + KERNEL_PER_SOCKET) / 1e9
+    per_core = 1_000_000 / 16
+    return [
+        "Arithmetic from this run's medians for ours (one worker), not a measurement:", "",
+        f"- Memory: {mem / KB:.1f} KB of process memory per subscriber, plus about "
+        f"{KERNEL_PER_SOCKET / KB:.1f} KB of kernel memory per idle socket (the issue's figure), "
+        f"is {total_gb:.1f} GB for 1,000,000 connections: "
+        f"{'within' if total_gb < 64 else 'over'} 64 GB.",
+        f"- Processes: at 20,000 open files per process (the cap here) and ~19,000 "
+        f"connections per worker, 1,000,000 needs at least {workers} workers, "
+        f"{workers / 16:.1f} per core on 16 cores; a higher open-files limit would allow one "
+        "worker per core (62,500 connections each).",
+        f"- Fan-out: {per_sub_us:.1f} µs per subscriber (first → last over {n:,.0f}); with "
+        f"62,500 subscribers per core, one event takes about {per_core * per_sub_us / 1e6:.2f} s "
+        "per worker in parallel, plus the Redis hop to every worker.",
+        f"- Reconnect storm: at {rate:,.0f} authenticated handshakes/s per worker, 16 cores "
+        f"take {1_000_000 / (rate * 16):.0f} s to accept 1,000,000 clients again (every "
+        "handshake also reads the token's family and its user from the database).",
+    ]
+
+
+# --- problems -----------------------------------------------------------------------------------
+
+def problems(results: dict) -> list[str]:
+    lines = []
+    for name, data in results.items():
+        if "error" in data:
+            lines.append(f"- `{name}` did not run: `{data['error']}`")
+        for i, run in enumerate(data.get("runs", []), 1):
+            for target, result in run.items():
+                if not isinstance(result, dict):
+                    continue
+                for part in (result, result.get("hold"), result.get("without")):
+                    if not isinstance(part, dict):
+                        continue
+                    if "error" in part:
+                        lines.append(f"- `{name}` run {i} {target}: `{part['error']}`")
+                    for kind, count in (part.get("client_errors") or {}).items():
+                        lines.append(f"- `{name}` run {i} {target}: {count} × `{kind}`")
+                    if part.get("note"):
+                        lines.append(f"- `{name}` run {i} {target}: {part['note']}")
+                    if part.get("got") is not None and part.get("expected") and \
+                            part["got"] < part["expected"]:
+                        lines.append(f"- `{name}` run {i} {target}: only {part['got']} of "
+                                     f"{part['expected']} connections got the event")
+    return lines or ["- none"]
+
+
+# --- the whole report ---------------------------------------------------------------------------
+
+def busy_warning(results: dict, nproc: int) -> list[str]:
+    loads = []
+    for data in results.values():
+        for run in data.get("runs", []):
+            for result in run.values():
+                if not isinstance(result, dict):
+                    continue
+                for part in (result, result.get("hold"), result.get("hello")):
+                    if isinstance(part, dict) and part.get("loadavg_start") is not None:
+                        loads.append(part["loadavg_start"])
+    if not loads or max(loads) <= nproc + 0.5:
+        return []
+    return [f"**The machine was not quiet during this run**: the 1-minute load average was up "
+            f"to {max(loads):.1f} on {nproc} cores when runs started (the benchmark itself "
+            "accounts for about 2 while it runs). Other work was sharing the CPU, so these "
+            "figures are lower than on a quiet machine and vary more between runs; the load "
+            "of each run is in the tables.", ""]
+
+
+def code_warning(results: dict) -> list[str]:
+    versions = set()
+    for data in results.values():
+        for run in data.get("runs", []):
+            for result in run.values():
+                if not isinstance(result, dict):
+                    continue
+                for part in (result, result.get("hold"), result.get("without")):
+                    if isinstance(part, dict) and part.get("server_code"):
+                        versions.add(part["server_code"])
+    if len(versions) <= 1:
+        return []
+    return [f"**The server's code changed while this suite ran**: its runs measured "
+            f"{len(versions)} different versions of run.py, tornado_app/ and handlers/ "
+            f"({', '.join(sorted(versions))}); figures of different runs are not comparable "
+            "then. Run the suite again on code that stays put.", ""]
+
+
+def write(mode):
+    results = load(mode)
+    facts = machine.facts()
+    make = "make bench" if mode.name == "full" else "make bench-quick"
+    sizes = (f"{mode.runs} run(s) per figure; ours holds {mode.n_ours:,} connections in one "
+             f"worker, each peer {mode.n_peer:,}; the 3-worker scenario asks for "
+             f"{mode.n_workers:,}; wrk runs {mode.wrk_duration}")
+    out = [
+        "# Benchmarks", "",
+        f"Written by `{make}` (`python -m bench.run all{' --quick' if mode.name != 'full' else ''}`)"
+        f" on {time.strftime('%Y-%m-%d %H:%M %Z')}, {mode.name} mode: {sizes}. Each scenario "
+        "can be run alone with the command under its heading; the numbers below are medians "
+        "with min–max over the runs, and a ratio column lists ours/peer for each run (run i "
+        "of ours against run i of the peer, measured back to back), then its median.", "",
+        *busy_warning(results, facts["nproc"]),
+        *code_warning(results),
+        "## Machine", "", "| | |", "| --- | --- |",
+        *[f"| {k} | {', '.join(v) if isinstance(v, list) else v} |" for k, v in facts.items()],
+        "",
+        "## How it is measured", "",
+        "- Every server runs as its own process, started fresh for each run on a free port, "
+        "against one FerretDB (SQLite backend) per scenario; access logs are off in all three "
+        "(ours: `LOG_LEVEL=WARNING`; every other feature of ours is on: auth on the upgrade, "
+        "subscriptions, the event log, pings every 20 s).",
+        "- The load client (`bench/loadclient.py`, `bench/wsproto.py`) is asyncio on uvloop "
+        "with a bare Protocol per connection, in several processes of at most 5,000 "
+        "connections, each bound to its own 127.x.y.z source address; at most 96 handshakes "
+        "are in flight at once. It shares the 2 cores with the server: the CPU seconds of both "
+        "sides are in the tables.",
+        "- Ours: one login per run, its access token on every upgrade (`Authorization: "
+        "Bearer`), then `{\"op\":\"subscribe\",\"channels\":[\"posts\"]}` and its ack. Long-polls: "
+        "`GET /api/v1/poll?channels=posts&timeout=60`. The event: `POST /api/v1/posts` "
+        "(one post). Peers: plain `/ws` and `/poll`, the event is `POST /broadcast`.",
+        "- Memory per connection: (VmRSS of the server process(es) once all are held and "
+        "its CPU is quiet) − (VmRSS before), ÷ connections held. Kernel socket memory is "
+        "not in it.",
+        "- Delivery: time.time() just before the trigger request is sent, to the time the last "
+        "(and first) connection has received the whole event frame or poll answer; each client "
+        "process notes its own first and last, on the same clock.",
+        "- Garbage-collection pauses cannot be seen from outside the process, and the "
+        "benchmark adds nothing to the server. What it reports instead: a probe process sends "
+        "GET /health (peers: /hello) every 10 ms on one keep-alive connection during the "
+        "whole run, and the longest answer in each phase is the longest stall of the server's "
+        "event loop (a GC pass, or any long callback, such as a fan-out loop itself). Telling "
+        "GC apart needs a `gc.callbacks` hook inside the server, which the server would have "
+        "to provide.", "",
+        "## Targets of issue #5", "",
+        *(["Quick mode: the sizes are far below the targets, so these verdicts only show "
+           "that every figure is produced.", ""] if mode.name != "full" else []),
+        *targets_table(results), "",
+    ]
+    if "ws" in results and "runs" in results["ws"]:
+        out += section_hold(results["ws"], "WebSocket: idle connections, then one event",
+                            "N WebSockets opened (ours: authenticated, then subscribed to "
+                            "`posts`), held idle, then one event to all of them.")
+    if "poll" in results and "runs" in results["poll"]:
+        out += section_hold(results["poll"], "Long-poll: pending polls, then one event",
+                            "N long-polls sent and left pending, then one event answers all "
+                            "of them.")
+    if "http" in results and "runs" in results["http"]:
+        out += section_http(results["http"])
+    if "workers" in results and "runs" in results["workers"]:
+        out += section_workers(results["workers"])
+    if "mixed" in results and "runs" in results["mixed"]:
+        out += section_mixed(results["mixed"])
+    out += ["## One million connections, on paper", "", *extrapolation(results), ""]
+    out += ["## Errors and notes", "", *problems(results), "",
+            f"The raw results of every run are in `{mode.results_dir.relative_to(ROOT)}/*.json` "
+            "(not committed) after a run.", ""]
+    path = report_path(mode)
+    path.write_text("\n".join(out))
+    return path

@@ -1,0 +1,40 @@
+"""Every scenario, or one, then BENCHMARKS.md.
+
+    python -m bench.run all [--quick]        (make bench / make bench-quick)
+    python -m bench.run ws|poll|http|workers|mixed [--quick] [--runs N]
+    python -m bench.run report [--quick]     rewrite the report from the saved results
+    python bench/run.py ...                  the same
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/run.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from . import cli, httpload, mixed, poll, report, workers, ws
+from .config import mode_from
+
+SCENARIOS = {"ws": ws.measure, "poll": poll.measure, "http": httpload.measure,
+             "workers": workers.measure, "mixed": mixed.measure}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="benchmarks: ours against bare Tornado and FastAPI")
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all", "report"])
+    parser.add_argument("--quick", action="store_true", help="small N, one run (a smoke run)")
+    parser.add_argument("--runs", type=int, help="runs instead of the mode's default")
+    args = parser.parse_args()
+    if args.scenario == "report":
+        cli.log(f"report -> {report.write(mode_from(args.quick))}")
+        return
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    for name in names:
+        cli.run_scenario(name, SCENARIOS[name], args.quick, args.runs,
+                         write_report=name == names[-1])
+
+
+if __name__ == "__main__":
+    main()
