@@ -14,10 +14,11 @@ import signal
 import sys
 
 from pydantic import ValidationError
+from tornado.ioloop import PeriodicCallback
 
 from tornado_app.db import Database
 from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
-from tornado_app.gcpauses import GcPauses, tune_for_long_lived_objects
+from tornado_app.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
 from tornado_app.logs import configure_logging
 from tornado_app.security import PasswordHasher, resolve_jwt_secret
 from tornado_app.settings import SettingsError, load_settings
@@ -65,7 +66,12 @@ async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None) 
     pauses.attach(server.ctx.metrics.gc_pauses)
     pauses.install()
     tune_for_long_lived_objects()
+    freezer = FreezeOnGrowth()
+    connections = server.ctx.connections
+    freezing = PeriodicCallback(lambda: freezer.tick(connections.count()), 5000)
+    freezing.start()
     await stopping.wait()
+    freezing.stop()
     log.info("shutting down")
     await server.stop()
 

@@ -24,6 +24,9 @@ class Connections:
         self._round: list = []  # sockets still to ping in this heartbeat round
         self._per_tick = 0
 
+    def count(self) -> int:
+        return len(self.sockets) + len(self.polls) + len(self.streams)
+
     def start(self) -> None:
         # One timer for every SSE stream, not one per connection.
         self._keepalive = PeriodicCallback(self._sse_keepalive, SSE_KEEPALIVE_SECONDS * 1000)
