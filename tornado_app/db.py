@@ -48,6 +48,8 @@ INDEXES = {
     ],
 }
 
+FERRETDB_READ_POOL = 8
+
 # Errors that mean "the database cannot be reached right now", answered with 503.
 UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
@@ -59,9 +61,12 @@ def is_unavailable(exc: BaseException) -> bool:
 class Database:
     """One AsyncMongoClient per process and IOLoop, with the pool sized for the server behind it."""
 
-    def __init__(self, client: AsyncMongoClient, name: str, is_ferretdb: bool):
+    def __init__(self, client: AsyncMongoClient, name: str, is_ferretdb: bool,
+                 reader: AsyncMongoClient | None = None):
         self.client = client
         self.db = client[name]
+        self.reader = reader
+        self.read_db = (reader or client)[name]
         self.is_ferretdb = is_ferretdb
         self.indexes_ready = False
 
@@ -79,12 +84,20 @@ class Database:
             finally:
                 await probe.close()
         # FerretDB applies an update as read-then-write: two connections updating one document
-        # can lose an update, so against it everything goes through a single connection.
+        # can lose an update, so against it every write goes through a single connection.
+        # Plain reads cannot lose anything and FerretDB acknowledges a write only once it is
+        # committed, so they get a pool of their own: reads do not queue behind each other.
         client = _client(uri, timeout, pool_size=1 if is_ferretdb else 100)
-        return cls(client, name, is_ferretdb)
+        reader = _client(uri, timeout, pool_size=FERRETDB_READ_POOL) if is_ferretdb else None
+        return cls(client, name, is_ferretdb, reader)
 
     def __getitem__(self, name: str):
+        """A collection for writes (and reads that feed a write)."""
         return self.db[name]
+
+    def read(self, name: str):
+        """A collection for plain reads: pooled even against FerretDB."""
+        return self.read_db[name]
 
     async def ensure_indexes(self) -> None:
         for collection, models in INDEXES.items():
@@ -105,6 +118,8 @@ class Database:
 
     async def close(self) -> None:
         await self.client.close()
+        if self.reader is not None:
+            await self.reader.close()
 
 
 def _client(uri: str, timeout: float, pool_size: int) -> AsyncMongoClient:

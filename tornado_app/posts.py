@@ -33,6 +33,8 @@ class PostStore:
     def __init__(self, db, events, users):
         self.posts = db["posts"]
         self.comments = db["comments"]
+        self.posts_read = db.read("posts")
+        self.comments_read = db.read("comments")
         self.events = events
         self.users = users
 
@@ -47,7 +49,7 @@ class PostStore:
 
     async def get(self, post_id: str) -> dict:
         oid = parse_id(post_id)
-        doc = oid and await self.posts.find_one({"_id": oid})
+        doc = oid and await self.posts_read.find_one({"_id": oid})
         if not doc:
             raise not_found("post")
         return doc
@@ -61,7 +63,7 @@ class PostStore:
             query["author_id"] = user["_id"]
         if tag is not None:
             query["tags"] = tag
-        return await fetch_page(self.posts, query, field="created_at", descending=True,
+        return await fetch_page(self.posts_read, query, field="created_at", descending=True,
                                 limit=limit, cursor=cursor, order="posts")
 
     async def update(self, user: dict, post_id: str, changes: dict, expected) -> dict:
@@ -102,7 +104,7 @@ class PostStore:
 
     async def list_comments(self, post_id: str, limit: int, cursor: str | None):
         post = await self.get(post_id)
-        return await fetch_page(self.comments, {"post_id": post["_id"]}, field="created_at",
+        return await fetch_page(self.comments_read, {"post_id": post["_id"]}, field="created_at",
                                 descending=False, limit=limit, cursor=cursor, order="comments")
 
     async def delete_comment(self, user: dict, comment_id: str) -> None:

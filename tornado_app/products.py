@@ -28,6 +28,7 @@ def product_public(doc: dict) -> dict:
 class ProductStore:
     def __init__(self, db, events):
         self.products = db["products"]
+        self.products_read = db.read("products")
         self.events = events
 
     async def create(self, fields: dict) -> dict:
@@ -42,7 +43,7 @@ class ProductStore:
 
     async def get(self, product_id: str) -> dict:
         oid = parse_id(product_id)
-        doc = oid and await self.products.find_one({"_id": oid})
+        doc = oid and await self.products_read.find_one({"_id": oid})
         if not doc:
             raise not_found("product")
         return doc
@@ -68,7 +69,7 @@ class ProductStore:
         elif in_stock is False:
             query["stock"] = 0
         field, descending = SORTS[sort]
-        return await fetch_page(self.products, query, field=field, descending=descending,
+        return await fetch_page(self.products_read, query, field=field, descending=descending,
                                 limit=limit, cursor=cursor, order=f"products{sort}")
 
     async def update(self, product_id: str, changes: dict, expected) -> dict:

@@ -27,6 +27,7 @@ def event_public(doc: dict) -> dict:
 class EventLog:
     def __init__(self, db, retention: int, timeout: float = 3.0):
         self.events = db["events"]
+        self.events_read = db.read("events")
         self.retention = retention
         self.timeout = timeout
         self._last_seq: int | None = None
@@ -87,7 +88,7 @@ class EventLog:
         query = {"_id": seq}
         if channels is not None:
             query["channel"] = {"$in": list(channels)}
-        docs = await self.events.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
+        docs = await self.events_read.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
         return [event_public(doc) for doc in docs]
 
     async def purge(self) -> int:
