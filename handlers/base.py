@@ -150,7 +150,7 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
         self.send_empty(204)
 
-    async def prepare(self) -> None:
+    def prepare(self) -> None:
         request_id_var.set(self.request_id)
         self._counted = True
         self.ctx.inflight += 1
@@ -357,5 +357,5 @@ class NotFoundHandler(BaseHandler):
 
     route_name = "not_found"
 
-    async def prepare(self) -> None:
+    def prepare(self) -> None:
         raise ApiError(404, "not_found", "no such route")
