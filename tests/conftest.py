@@ -60,6 +60,33 @@ def server(io_loop, settings, mongodb_uri, db_name):
         sync_client.drop_database(db_name)
 
 
+@pytest.fixture
+def outage_db_timeout():
+    """DB_TIMEOUT of the `outage_server`; a test class redefines it to change it."""
+    return 2.0
+
+
+@pytest.fixture
+def own_ferretdb(tmp_path):
+    """A FerretDB of the test's own, which the test may stop and start again."""
+    ferretdb = EmbeddedFerretDB(tmp_path / "db")
+    ferretdb.start()
+    yield ferretdb
+    ferretdb.stop()
+
+
+@pytest.fixture
+def outage_server(io_loop, own_ferretdb, tmp_path, outage_db_timeout):
+    """A server on `own_ferretdb`, for tests where the database goes away."""
+    settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
+                             data_dir=tmp_path, jwt_secret=JWT_SECRET, bcrypt_rounds=4,
+                             db_timeout=outage_db_timeout)
+    srv = Server(settings, own_ferretdb.uri, JWT_SECRET, is_ferretdb=True)
+    io_loop.run_sync(srv.start)
+    yield srv
+    io_loop.run_sync(srv.stop)
+
+
 class Api:
     """A small HTTP client for the server under test: real sockets, JSON in and out."""
 

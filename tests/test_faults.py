@@ -15,12 +15,8 @@ from tornado.iostream import StreamClosedError
 
 from tests.conftest import Api, assert_error
 from tests.server_process import ServerProcess, http_json
-from tornado_app.embedded import EmbeddedFerretDB
-from tornado_app.server import Server
-from tornado_app.settings import load_settings
 
 DB_TIMEOUT = 1.0
-SECRET = "s" * 40
 
 
 CONCURRENCY = 10
@@ -62,21 +58,8 @@ def _check_answer(response, title: str, acknowledged: dict) -> None:
 
 class TestDatabaseStopsMidLoad:
     @pytest.fixture
-    def own_ferretdb(self, tmp_path):
-        ferretdb = EmbeddedFerretDB(tmp_path / "db")
-        ferretdb.start()
-        yield ferretdb
-        ferretdb.stop()
-
-    @pytest.fixture
-    def outage_server(self, io_loop, own_ferretdb, tmp_path):
-        settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
-                                 data_dir=tmp_path, jwt_secret=SECRET, bcrypt_rounds=4,
-                                 db_timeout=DB_TIMEOUT)
-        srv = Server(settings, own_ferretdb.uri, SECRET, is_ferretdb=True)
-        io_loop.run_sync(srv.start)
-        yield srv
-        io_loop.run_sync(srv.stop)
+    def outage_db_timeout(self):
+        return DB_TIMEOUT
 
     @pytest.mark.gen_test(timeout=90)
     async def test_writes_get_201_or_503_and_nothing_acknowledged_is_lost(

@@ -8,9 +8,6 @@ import pytest
 from tornado.iostream import IOStream
 
 from tests.conftest import Api, assert_error
-from tornado_app.embedded import EmbeddedFerretDB
-from tornado_app.server import Server
-from tornado_app.settings import load_settings
 
 REGISTER = "/api/v1/auth/register"
 
@@ -96,21 +93,8 @@ class TestDatabaseOutage:
     """The database goes away: 503 within seconds, readiness fails, and all recovers by itself."""
 
     @pytest.fixture
-    def own_ferretdb(self, tmp_path):
-        ferretdb = EmbeddedFerretDB(tmp_path / "db")
-        ferretdb.start()
-        yield ferretdb
-        ferretdb.stop()
-
-    @pytest.fixture
-    def outage_server(self, io_loop, own_ferretdb, tmp_path):
-        settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
-                                 data_dir=tmp_path, jwt_secret="s" * 40, bcrypt_rounds=4,
-                                 db_timeout=2)
-        srv = Server(settings, own_ferretdb.uri, "s" * 40, is_ferretdb=True)
-        io_loop.run_sync(srv.start)
-        yield srv
-        io_loop.run_sync(srv.stop)
+    def outage_db_timeout(self):
+        return 2
 
     @pytest.mark.gen_test(timeout=60)
     async def test_outage_is_503_and_recovery_needs_no_restart(self, outage_server, own_ferretdb):

@@ -18,10 +18,8 @@ from tornado.iostream import IOStream
 from tests.conftest import Api, assert_error
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
-from tornado_app.embedded import EmbeddedFerretDB, free_port
+from tornado_app.embedded import free_port
 from tornado_app.logs import JsonFormatter
-from tornado_app.server import Server
-from tornado_app.settings import load_settings
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
@@ -198,21 +196,8 @@ class TestDatabaseErrors:
     """A server on its own FerretDB, which the test stops."""
 
     @pytest.fixture
-    def own_ferretdb(self, tmp_path):
-        ferretdb = EmbeddedFerretDB(tmp_path / "db")
-        ferretdb.start()
-        yield ferretdb
-        ferretdb.stop()
-
-    @pytest.fixture
-    def outage_server(self, io_loop, own_ferretdb, tmp_path):
-        settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
-                                 data_dir=tmp_path, jwt_secret="s" * 40, bcrypt_rounds=4,
-                                 db_timeout=1)
-        srv = Server(settings, own_ferretdb.uri, "s" * 40, is_ferretdb=True)
-        io_loop.run_sync(srv.start)
-        yield srv
-        io_loop.run_sync(srv.stop)
+    def outage_db_timeout(self):
+        return 1
 
     @pytest.mark.gen_test(timeout=60)
     async def test_database_errors_count_while_the_database_is_down(
