@@ -62,3 +62,20 @@ async def create_posts(api, token: str, count: int, prefix: str = "post"):
         response = await api.post("/api/v1/posts", {"title": f"{prefix} {index}",
                                                     "content": "body"}, token=token)
         assert response.code == 201, response.body
+
+
+async def publish(server, channel: str, count: int, type_: str = "test.event") -> list[dict]:
+    return [await server.ctx.events.publish(channel, type_, {"n": index})
+            for index in range(count)]
+
+
+async def expire_events(server, up_to: int) -> None:
+    """Events 1..up_to pass retention: gone from the log, then the server's own maintenance pass
+    (which also drops them from the hub's in-memory window)."""
+    await server.ctx.db["events"].delete_many({"_id": {"$lte": up_to}})
+    await server.purge_expired()
+
+
+async def user_with_id(api, name: str) -> tuple[str, str]:
+    user = await api.register(name)
+    return user["id"], (await api.login(name))["access_token"]

@@ -8,19 +8,12 @@ from urllib.parse import quote
 import pytest
 from bson import ObjectId
 
+from tests.blog_helpers import MALFORMED_IDS, assert_validation, create_post, unknown_id
 from tests.conftest import assert_error
 
 POSTS = "/api/v1/posts"
 COMMENTS = "/api/v1/comments"
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-MALFORMED_IDS = ["abc", "zzzzzzzzzzzzzzzzzzzzzzzz", "0" * 23, "0" * 25, "%24ne", "null"]
-
-
-async def create_post(api, token, **fields):
-    response = await api.post(POSTS, {"title": "Hello", "content": "World", **fields},
-                              token=token)
-    assert response.code == 201, response.body
-    return response.json
 
 
 async def add_comment(api, token, post_id, body="Nice post"):
@@ -39,17 +32,6 @@ async def comment_ids(api, post_id, query=""):
     response = await api.get(f"{POSTS}/{post_id}/comments{query}")
     assert response.code == 200, response.body
     return [item["id"] for item in response.json["items"]]
-
-
-def assert_validation(response, loc):
-    assert_error(response, 422, "validation_error")
-    details = response.json["error"]["details"]
-    assert details and all(set(d) == {"loc", "msg"} for d in details), details
-    assert list(loc) in [d["loc"] for d in details], details
-
-
-def unknown_id() -> str:
-    return str(ObjectId())
 
 
 # --- create ---------------------------------------------------------------------------------

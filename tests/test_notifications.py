@@ -8,6 +8,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
+from tests.realtime_helpers import user_with_id
 from tests.conftest import JWT_SECRET, Api, assert_error
 from tornado_app.clock import utcnow
 from tornado_app.server import Server
@@ -17,11 +18,6 @@ NOTIFICATION_FIELDS = {"id", "user_id", "title", "body", "status", "created_at",
                        "read_at"}
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 MALFORMED_IDS = ["abc", "zzzzzzzzzzzzzzzzzzzzzzzz", "0" * 23, "0" * 25, "%24ne", "null"]
-
-
-async def user_with_id(api, name: str) -> tuple[str, str]:
-    user = await api.register(name)
-    return user["id"], (await api.login(name))["access_token"]
 
 
 @pytest.fixture

@@ -7,18 +7,12 @@ import pytest
 from tornado.tcpclient import TCPClient
 
 from tests.conftest import JWT_SECRET, Api, assert_error
-from tests.realtime_helpers import create_posts
+from tests.realtime_helpers import create_posts, expire_events, publish, user_with_id
 from tornado_app.clock import utcnow
 from tornado_app.server import Server
 
 POLL = "/api/v1/poll"
 EVENT_FIELDS = {"seq", "channel", "type", "data", "created_at"}
-
-
-async def publish(server, channel: str, count: int, type_: str = "test.event") -> list[dict]:
-    """Events stored through the server's own event log (the path every change takes)."""
-    return [await server.ctx.events.publish(channel, type_, {"n": index})
-            for index in range(count)]
 
 
 async def store_events(server, count: int, channel: str = "posts") -> None:
@@ -46,18 +40,6 @@ def restarted(io_loop, server, settings, mongodb_uri):
     for srv, client in started:
         client.close()
         io_loop.run_sync(srv.stop)
-
-
-async def expire_events(server, up_to: int) -> None:
-    """Events 1..up_to pass retention: gone from the log, then the server's own maintenance pass
-    (which also drops them from the hub's in-memory window)."""
-    await server.ctx.db["events"].delete_many({"_id": {"$lte": up_to}})
-    await server.purge_expired()
-
-
-async def user_with_id(api, name: str) -> tuple[str, str]:
-    user = await api.register(name)
-    return user["id"], (await api.login(name))["access_token"]
 
 
 async def wait_until_pending(server, count: int = 1) -> None:

@@ -10,33 +10,13 @@ from urllib.parse import quote
 import pytest
 from bson import ObjectId
 
+from tests.blog_helpers import MALFORMED_IDS, assert_validation, create_post, unknown_id
 from tests.conftest import assert_error
 
 POSTS = "/api/v1/posts"
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-MALFORMED_IDS = ["abc", "zzzzzzzzzzzzzzzzzzzzzzzz", "0" * 23, "0" * 25, "%24ne", "null"]
 POST_FIELDS = {"id", "title", "content", "tags", "author", "comment_count", "version",
                "created_at", "updated_at"}
-
-
-async def create_post(api, token, **fields):
-    body = {"title": "Hello", "content": "World", **fields}
-    response = await api.post(POSTS, body, token=token)
-    assert response.code == 201, response.body
-    return response.json
-
-
-def unknown_id() -> str:
-    return str(ObjectId())
-
-
-def assert_validation(response, loc):
-    """422 validation_error whose details name `loc` among {loc, msg} entries."""
-    assert_error(response, 422, "validation_error")
-    details = response.json["error"]["details"]
-    assert details and all(set(d) == {"loc", "msg"} for d in details), details
-    assert all(isinstance(d["msg"], str) and d["msg"] for d in details), details
-    assert list(loc) in [d["loc"] for d in details], details
 
 
 def raw_cursor(parts) -> str:

@@ -10,7 +10,7 @@ from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from tests.conftest import JWT_SECRET
-from tests.realtime_helpers import create_posts
+from tests.realtime_helpers import create_posts, expire_events, publish, user_with_id
 from tornado_app.clock import utcnow
 from tornado_app.realtime import connections
 from tornado_app.server import Server
@@ -162,23 +162,6 @@ async def store_events(server, count: int, channel: str = "posts") -> None:
     await server.ctx.db["events"].insert_many([
         {"_id": seq, "channel": channel, "type": "test.event", "data": {"n": seq},
          "created_at": now} for seq in range(1, count + 1)])
-
-
-async def publish(server, channel: str, count: int, type_: str = "test.event") -> list[dict]:
-    return [await server.ctx.events.publish(channel, type_, {"n": index})
-            for index in range(count)]
-
-
-async def expire_events(server, up_to: int) -> None:
-    """Events 1..up_to pass retention: gone from the log, then the server's own maintenance pass
-    (which also drops them from the hub's in-memory window)."""
-    await server.ctx.db["events"].delete_many({"_id": {"$lte": up_to}})
-    await server.purge_expired()
-
-
-async def user_with_id(api, name: str) -> tuple[str, str]:
-    user = await api.register(name)
-    return user["id"], (await api.login(name))["access_token"]
 
 
 def assert_stream_error(client: SseClient, status: int, code: str) -> None:
