@@ -223,11 +223,8 @@ class BaseHandler(web.RequestHandler):
     def no_body(self) -> None:
         """For endpoints that take no body: anything sent must at least be JSON."""
         if self.body.strip():
-            self.json_body_raw()
-
-    def json_body_raw(self) -> dict:
-        self._require_content_type("application/json")
-        return parse_json_object(self.body)
+            self._require_content_type("application/json")
+            parse_json_object(self.body)
 
     def query(self, model=None):
         model = model or self.declared().query

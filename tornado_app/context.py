@@ -1,6 +1,6 @@
 """Everything a handler needs, built once per process: settings, database and the services."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .auth import AuthService
 from .db import Database
@@ -31,7 +31,6 @@ class AppContext:
     # Requests being served right now, so shutdown can let them finish.
     inflight: int = 0
     metrics: "Metrics | None" = None
-    extras: dict = field(default_factory=dict)
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:

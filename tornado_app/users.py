@@ -59,6 +59,3 @@ class UserStore:
         for callback in self.on_change:
             callback(str(doc["_id"]))
         return doc
-
-    async def set_password(self, user_id: ObjectId, password_hash: str) -> None:
-        await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})

@@ -30,7 +30,6 @@ class Hub:
         self._ahead: dict[int, dict] = {}
         self._catch_up: asyncio.Task | None = None
         self.delivered = 0
-        self.on_dispatch = []  # callbacks(record), e.g. metrics
 
     async def start(self) -> None:
         if not self.started:
@@ -120,8 +119,6 @@ class Hub:
                 except Exception:
                     log.exception("delivery to a subscriber failed")
             self.delivered += len(subscribers)
-        for callback in self.on_dispatch:
-            callback(record)
 
     def forget_before(self, oldest_seq: int | None) -> None:
         """Keeps the in-memory window consistent with the log after retention purged it."""
