@@ -11,6 +11,7 @@ from tornado import httputil, web
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
 from tornado_app.etags import etag, matches, parse_etag_list
+from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
@@ -18,59 +19,9 @@ from tornado_app.schemas.common import validation_failed
 log = logging.getLogger("tornado_app.request")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-MAX_JSON_DEPTH = 32
-MAX_JSON_ARRAY = 1000
 CORS_EXPOSED = "X-Request-ID, ETag, Location, Retry-After"
 CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID, "
                         "Last-Event-ID")
-
-
-def _reject_duplicate_keys(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _check_shape(value) -> None:
-    """Bounds what a body may make the server walk: nesting depth and array length."""
-    stack = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if not isinstance(item, (dict, list)):
-            continue
-        if level > MAX_JSON_DEPTH:
-            raise ApiError(400, "invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH}")
-        if isinstance(item, dict):
-            stack.extend((child, level + 1) for child in item.values())
-        elif isinstance(item, list):
-            if len(item) > MAX_JSON_ARRAY:
-                raise ApiError(400, "invalid_json",
-                               f"an array in the body has more than {MAX_JSON_ARRAY} items")
-            stack.extend((child, level + 1) for child in item)
-
-
-def parse_json_object(raw: bytes) -> dict:
-    try:
-        text = raw.decode("utf-8")
-        body = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
-                          parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "the body is not valid UTF-8") from None
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    _check_shape(body)
-    return body
 
 
 def request_id_of(request) -> str:

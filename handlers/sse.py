@@ -5,7 +5,6 @@ import asyncio
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
 from tornado_app.realtime.subscription import Subscription
-from tornado_app.realtime.transport import unsent_bytes
 from tornado_app.schemas.notifications import StreamQuery
 
 from .base import BaseHandler
@@ -62,7 +61,9 @@ class StreamHandler(BaseHandler):
             return
         self.write(data)
         self.flush()
-        if unsent_bytes(self.request.connection.stream) > self.ctx.settings.ws_max_pending_bytes:
+        # IOStream's `_write_buffer`: private, but stable across Tornado 6.
+        if len(self.request.connection.stream._write_buffer) > \
+                self.ctx.settings.ws_max_pending_bytes:
             self.ctx.connections.slow_consumers_closed += 1
             self.request.connection.stream.close()
             self.end()

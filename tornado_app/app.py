@@ -46,10 +46,6 @@ ROUTES = [
 
 
 def make_app(ctx: AppContext) -> web.Application:
-    settings = ctx.settings
     return web.Application(
         ROUTES, ctx=ctx, default_handler_class=NotFoundHandler,
-        compress_response=False, xsrf_cookies=False, log_function=log_request,
-        # Pings come from one shared timer (realtime.connections), not one per connection.
-        websocket_ping_interval=0,
-        websocket_max_message_size=settings.ws_max_message_bytes)
+        compress_response=False, xsrf_cookies=False, log_function=log_request)

@@ -1,23 +1,12 @@
 """An event as it is delivered: serialized once per transport, however many subscribers."""
 
 import json
-import struct
+
+from .websocket import OP_TEXT, server_frame
 
 
 def _dumps(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def websocket_text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed server-to-client text frame (RFC 6455 §5.2)."""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x81, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, length)
-    return header + payload
 
 
 class Record:
@@ -41,7 +30,7 @@ class Record:
     def frame(self) -> bytes:
         """The whole WebSocket frame of {"type": "event", "event": ...}."""
         if self._frame is None:
-            self._frame = websocket_text_frame(b'{"type":"event","event":' + self.json + b"}")
+            self._frame = server_frame(OP_TEXT, b'{"type":"event","event":' + self.json + b"}")
         return self._frame
 
     @property

@@ -25,6 +25,13 @@ class Subscription:
             self.cursor = record.seq
             self.sink(record)
 
+    def add_live(self, channels: list[str]) -> None:
+        """Subscribes from now on (no replay)."""
+        new = [name for name in channels if name not in self.channels]
+        self.channels.update(new)
+        self.hub.subscribe(self, new)
+        self.cursor = max(self.cursor, self.hub.last_seq)
+
     async def add(self, channels: list[str], since: int | None, on_subscribed=None) -> None:
         """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event."""
         hub = self.hub
@@ -32,12 +39,11 @@ class Subscription:
             await hub.check_cursor(since)
         if on_subscribed is not None:
             on_subscribed()
+        if since is None:
+            self.add_live(channels)
+            return
         new = [name for name in channels if name not in self.channels]
         self.channels.update(new)
-        if since is None:
-            hub.subscribe(self, new)
-            self.cursor = max(self.cursor, hub.last_seq)
-            return
         self.queue = []
         hub.subscribe(self, new)
         up_to = hub.last_seq

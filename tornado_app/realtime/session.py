@@ -1,0 +1,159 @@
+"""One client's WebSocket session on `/api/v1/ws`: its ops (subscribe, unsubscribe, ping, auth),
+its subscription and its message rate."""
+
+import json
+import logging
+import time
+
+from ..db import is_unavailable
+from ..errors import ApiError
+from ..jsonbody import parse_json_object
+from .channels import check_access, check_channels
+from .subscription import Subscription
+from .websocket import OP_TEXT, WebSocketConnection, server_frame
+
+log = logging.getLogger(__name__)
+
+
+class EventSession(WebSocketConnection):
+    __slots__ = ("ctx", "user", "subscription", "_tokens", "_refilled", "_dropped")
+
+    def __init__(self, sock, ctx, user):
+        settings = ctx.settings
+        super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes)
+        self.ctx = ctx
+        self.user = user
+        self.subscription = Subscription(ctx.hub, self.send_record)
+        self._tokens = 2 * settings.ws_max_messages_per_second
+        self._refilled = time.monotonic()
+        self._dropped = 0
+
+    def start(self, handshake: bytes, received: bytes = b"") -> None:
+        connections = self.ctx.connections
+        connections.sockets.add(self)
+        super().start(handshake, received)
+        if connections.shutting_down:
+            self.close(1001, "server shutting down")
+
+    def on_closed(self) -> None:
+        self.ctx.connections.sockets.discard(self)
+        self.subscription.close()
+
+    def on_backpressure(self) -> None:
+        # A slow consumer: dropped rather than buffered without bound or holding others up.
+        # It reconnects and resumes with `since`.
+        self.ctx.connections.slow_consumers_closed += 1
+        self.subscription.close()
+        self.close(1013, "slow consumer: resume with since")
+
+    # --- server → client ---------------------------------------------------------------------
+
+    def send_record(self, record) -> None:
+        self.write(record.frame)
+
+    def _send(self, payload: dict) -> None:
+        self.write(server_frame(OP_TEXT, json.dumps(
+            payload, separators=(",", ":"), ensure_ascii=False).encode()))
+
+    def _error(self, code: str, message: str, ref=None, **extra) -> None:
+        self._send({"type": "error", "code": code, "message": message, "ref": ref, **extra})
+
+    # --- client → server ---------------------------------------------------------------------
+
+    def _within_rate(self) -> bool:
+        """A token bucket per connection: WS_MAX_MESSAGES_PER_SECOND, bursts of twice that."""
+        rate = self.ctx.settings.ws_max_messages_per_second
+        now = time.monotonic()
+        self._tokens = min(2 * rate, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 2 * rate - 1:
+            self._dropped = 0  # the client has slowed down long enough to be forgiven
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self._dropped += 1
+        if self._dropped == 1:
+            self._error("rate_limited", f"more than {rate:g} messages per second; slow down")
+        elif self._dropped > 10 * rate:
+            self.close(1008, "message rate exceeded")
+        return False
+
+    def on_message(self, message):
+        """Ops that need nothing from the database are answered at once; the others return a
+        coroutine, which the connection runs before it reads the next message."""
+        if not self._within_rate():
+            return None
+        if isinstance(message, bytes):
+            self._error("invalid_json", "binary frames are not supported; send JSON text")
+            return None
+        try:
+            msg = parse_json_object(message.encode("utf-8"))
+        except ApiError as error:
+            self._error(error.code, error.message)
+            return None
+        ref = msg.get("ref")
+        op = msg.get("op")
+        try:
+            if op == "subscribe":
+                return self._subscribe(msg, ref)
+            if op == "unsubscribe":
+                channels = msg.get("channels")
+                if not isinstance(channels, list):
+                    raise ApiError(422, "validation_error", "channels must be a list")
+                self.subscription.remove(channels)
+                self._send({"type": "unsubscribed", "channels": channels, "ref": ref})
+            elif op == "ping":
+                self._send({"type": "pong", "ref": ref})
+            elif op == "auth":
+                token = msg.get("token")
+                if not isinstance(token, str) or not token:
+                    raise ApiError(422, "validation_error", "token must be a non-empty string")
+                return self._guarded(self._auth(token, ref), ref)
+            else:
+                raise ApiError(422, "validation_error",
+                               "op must be one of subscribe, unsubscribe, ping, auth")
+        except ApiError as error:
+            self._op_failed(error, ref)
+        return None
+
+    async def _guarded(self, op, ref) -> None:
+        try:
+            await op
+        except ApiError as error:
+            self._op_failed(error, ref)
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._error("service_unavailable", "the database is unreachable, try again", ref)
+            else:
+                log.exception("WebSocket message failed")
+                self._error("internal_error", "internal server error", ref)
+
+    def _op_failed(self, error: ApiError, ref) -> None:
+        extra = {}
+        if error.code == "cursor_expired" and error.details:
+            extra["oldest_seq"] = error.details[0]["oldest_seq"]
+        self._error(error.code, error.message, ref, **extra)
+
+    async def _auth(self, token: str, ref) -> None:
+        self.user, _ = await self.ctx.auth.authenticate(token)
+        self._send({"type": "authenticated", "user_id": str(self.user["_id"]), "ref": ref})
+
+    def _subscribe(self, msg: dict, ref):
+        unknown = set(msg) - {"op", "channels", "since", "ref"}
+        if unknown:
+            raise ApiError(422, "validation_error", f"unknown field {sorted(unknown)[0]!r}")
+        since = msg.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)
+                                  or since < 0):
+            raise ApiError(422, "validation_error", "since must be a non-negative integer")
+        limit = self.ctx.settings.ws_max_subscriptions
+        channels = check_channels(msg.get("channels"), limit)
+        if len(self.subscription.channels | set(channels)) > limit:
+            raise ApiError(422, "validation_error", f"at most {limit} channels per connection")
+        check_access(self.user, channels)
+        ack = {"type": "subscribed", "channels": channels, "ref": ref}
+        if since is None:
+            self._send(ack)
+            self.subscription.add_live(channels)
+            return None
+        return self._guarded(self.subscription.add(channels, since, lambda: self._send(ack)), ref)
