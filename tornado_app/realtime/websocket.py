@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import socket
 import struct
 
 from tornado.util import _websocket_mask  # Tornado's C unmasking, when built
@@ -93,6 +94,8 @@ class WebSocketConnection:
 
     def start(self, handshake: bytes, received: bytes = b"") -> None:
         """Sends the 101 response and starts reading (`received`: bytes already read past it)."""
+        # Frames are written whole: Nagle would only hold the next one back for an ACK.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._write_raw(handshake)
         if received:
             self._feed(received)
