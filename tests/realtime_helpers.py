@@ -7,6 +7,14 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    """Waits for a condition on the server's state (the clients cannot see it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
 class WsClient:
     """Tornado's own WebSocket client, reading JSON frames."""
 

@@ -13,14 +13,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import IOStream
 from tornado.websocket import websocket_connect
 
-from tests.realtime_helpers import WsClient, create_posts
-
-
-async def _wait_for(predicate, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+from tests.realtime_helpers import WsClient, create_posts, wait_until
 
 
 @pytest.mark.gen_test
@@ -106,7 +99,7 @@ async def test_replay_to_live_seam_has_no_gap_and_no_duplicate(api, server):
     token = await api.user_token("alice")
     total = 300
     writer = asyncio.ensure_future(create_posts(api, token, total))
-    await _wait_for(lambda: server.ctx.hub.last_seq >= 50)
+    await wait_until(lambda: server.ctx.hub.last_seq >= 50)
     ws = await WsClient.connect(server.port)
     await ws.subscribe(["posts"], since=0)
     received = await ws.events(total, timeout=30)
@@ -337,7 +330,7 @@ class TestSlowConsumer:
         await slow.write(_masked_text_frame('{"op":"subscribe","channels":["posts"]}'))
         fast = await WsClient.connect(server.port)
         await fast.subscribe(["posts"])
-        await _wait_for(lambda: len(server.ctx.hub.channels.get("posts", ())) == 2)
+        await wait_until(lambda: len(server.ctx.hub.channels.get("posts", ())) == 2)
 
         big = "x" * 90_000
         total = 120  # about 11 MB: more than the kernel's socket buffers can hide
@@ -366,8 +359,8 @@ class TestPings:
     @pytest.mark.gen_test
     async def test_a_peer_that_does_not_answer_pings_is_closed(self, server):
         silent = await _raw_upgrade(server.port)
-        await _wait_for(lambda: len(server.ctx.connections.sockets) == 1)
-        await _wait_for(lambda: len(server.ctx.connections.sockets) == 0, timeout=5)
+        await wait_until(lambda: len(server.ctx.connections.sockets) == 1)
+        await wait_until(lambda: len(server.ctx.connections.sockets) == 0, timeout=5)
         silent.close()
 
     @pytest.mark.gen_test
