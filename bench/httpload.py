@@ -4,12 +4,30 @@ GET /api/v1/posts/{id} vs the peers' same query on the same FerretDB.
     python -m bench.httpload [--quick]
 """
 
-from . import api, cli, wrkrun
+from . import api, cli, procs, wrkrun
 from .targets import Ours, peers
 
 
 def url(target, path: str) -> str:
     return f"http://127.0.0.1:{target.port}{path}"
+
+
+def load(target, stack, path: str, duration: str) -> dict:
+    """wrk on one URL, with the CPU time the server and FerretDB spent per answered request:
+    where the time goes when one server is slower than another on the same query."""
+    server = [target.proc.pid] + target.proc.children()
+    database = stack.ferretdb.process.pid
+
+    def cpu():
+        return sum(procs.cpu_seconds(pid) for pid in server), procs.cpu_seconds(database)
+
+    server_before, db_before = cpu()
+    result = wrkrun.run(url(target, path), duration)
+    server_after, db_after = cpu()
+    if result.get("requests"):
+        result["server_cpu_us"] = (server_after - server_before) / result["requests"] * 1e6
+        result["db_cpu_us"] = (db_after - db_before) / result["requests"] * 1e6
+    return result
 
 
 def one(target, stack, mode) -> dict:
@@ -19,8 +37,8 @@ def one(target, stack, mode) -> dict:
         status, _, _ = api.request(target.port, "GET", post_path)
         if status != 200:
             raise RuntimeError(f"GET {post_path} answered {status} before the load")
-        return {"hello": wrkrun.run(url(target, target.hello_path), mode.wrk_duration),
-                "post": wrkrun.run(url(target, post_path), mode.wrk_duration),
+        return {"hello": load(target, stack, target.hello_path, mode.wrk_duration),
+                "post": load(target, stack, post_path, mode.wrk_duration),
                 "server_code": target.code}
     finally:
         target.stop()

@@ -137,6 +137,9 @@ HTTP_ROWS = [
     ("GET one post by id, requests/s", lambda r: r["post"]["rps"], 0, 1),
     ("GET one post: p50 latency (ms)", lambda r: r["post"]["p50_ms"], 2, 1),
     ("GET one post: p99 latency (ms)", lambda r: r["post"]["p99_ms"], 2, 1),
+    ("hello: server CPU µs per request", lambda r: r["hello"].get("server_cpu_us"), 1, 1),
+    ("GET one post: server CPU µs per request", lambda r: r["post"].get("server_cpu_us"), 1, 1),
+    ("GET one post: FerretDB CPU µs per request", lambda r: r["post"].get("db_cpu_us"), 1, 1),
     ("non-2xx answers (hello + post)",
      lambda r: r["hello"]["non_2xx"] + r["post"]["non_2xx"], 0, 1),
 ]

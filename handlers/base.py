@@ -1,11 +1,15 @@
 """The one base handler: request ids, JSON in and out, the current user, and every error."""
 
+import itertools
 import json
 import logging
+import os
 import re
+import time
 import uuid
 
 from pydantic import ValidationError
+import tornado
 from tornado import httputil, web
 
 from tornado_app.db import is_unavailable
@@ -24,12 +28,30 @@ CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, If-Match, If-None-Match, X
                         "Last-Event-ID")
 
 
+# Generated ids: a random prefix per process and a counter, as unique as uuid4 for this purpose
+# (tracing) without reading the kernel's random source on every request.
+_id_prefix = uuid.uuid4().hex[:20]
+_id_counter = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix
+    _id_prefix = uuid.uuid4().hex[:20]  # a forked worker must not repeat its parent's ids
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def next_request_id() -> str:
+    return "%s%012x" % (_id_prefix, next(_id_counter))
+
+
 def request_id_of(request) -> str:
     """The client's X-Request-ID when it is sane, else a generated one; fixed per request."""
     rid = getattr(request, "request_id", None)
     if rid is None:
         sent = request.headers.get("X-Request-ID", "")
-        rid = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
+        rid = sent if _SANE_REQUEST_ID.match(sent) else next_request_id()
         request.request_id = rid
     return rid
 
@@ -41,6 +63,28 @@ def render_error(handler: web.RequestHandler, error: ApiError) -> None:
         handler.set_header(name, value)
     handler.set_header("Content-Type", "application/json; charset=utf-8")
     handler.finish(json.dumps(error.body(), separators=(",", ":")))
+
+
+_fixed_by_class: dict[type, dict[str, str]] = {}
+_date = [0, ""]
+
+
+def _fixed_headers(cls) -> dict[str, str]:
+    fixed = _fixed_by_class.get(cls)
+    if fixed is None:
+        fixed = {"Server": f"TornadoServer/{tornado.version}",
+                 "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store",
+                 "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                 "Referrer-Policy": "no-referrer", "Content-Security-Policy": cls.csp}
+        _fixed_by_class[cls] = fixed
+    return fixed
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date[0] != now:
+        _date[:] = [now, httputil.format_timestamp(now)]
+    return _date[1]
 
 
 @web.stream_request_body
@@ -64,15 +108,18 @@ class BaseHandler(web.RequestHandler):
     def request_id(self) -> str:
         return request_id_of(self.request)
 
-    def set_default_headers(self) -> None:
-        self.set_header("X-Request-ID", self.request_id)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("Content-Security-Policy", self.csp)
+    def clear(self) -> None:
+        """Tornado's clear() with our default headers. They are fixed strings, so they are copied
+        from one dict per class rather than checked by set_header on every request, and the
+        Date is formatted once a second: a tenth of a small request's CPU otherwise."""
+        headers = httputil.HTTPHeaders(_fixed_headers(type(self)))
+        headers["Date"] = _http_date()
+        headers["X-Request-ID"] = self.request_id  # either checked by _SANE_REQUEST_ID or ours
+        self._headers = headers
         self._set_cors_headers()
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = "OK"
 
     def _set_cors_headers(self) -> None:
         origin = self.request.headers.get("Origin")

@@ -52,15 +52,18 @@ access_log = logging.getLogger("tornado_app.access")
 
 def log_request(handler) -> None:
     status = handler.get_status()
-    user = getattr(handler, "user", None)
     route = getattr(handler, "route_name", type(handler).__name__)
-    duration = handler.request.request_time()
+    request = handler.request
+    duration = request.request_time()
     metrics = handler.application.settings["ctx"].metrics
     if metrics is not None:
-        metrics.observe(route, handler.request.method, status, duration)
+        metrics.observe(route, request.method, status, duration)
+    if not access_log.isEnabledFor(logging.INFO):
+        return  # the line's fields cost more than the rest of a small request's logging
+    user = getattr(handler, "user", None)
     access_log.info(
-        "%s %s %s", handler.request.method, handler.request.path, status,
-        extra={"request_id": getattr(handler.request, "request_id", None),
-               "method": handler.request.method, "path": handler.request.path,
+        "%s %s %s", request.method, request.path, status,
+        extra={"request_id": getattr(request, "request_id", None),
+               "method": request.method, "path": request.path,
                "route": route, "status": status, "duration_ms": round(duration * 1000, 2),
                "user_id": str(user["_id"]) if user else None})

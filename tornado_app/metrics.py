@@ -32,6 +32,7 @@ class Metrics:
     def __init__(self, ctx):
         # One registry per app, so several apps in one process (the tests) do not collide.
         self.registry = registry = CollectorRegistry()
+        self._children: dict[tuple, tuple] = {}
         self.requests = Counter("http_requests", "HTTP requests by route, method and status",
                                 ["route", "method", "status"], registry=registry)
         self.latency = Histogram("http_request_duration_seconds", "Request latency by route",
@@ -51,5 +52,13 @@ class Metrics:
                                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        # The labelled children are looked up once per (route, method, status): `labels()`
+        # takes a lock and builds tuples, on every request otherwise.
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)),
+                        self.latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
