@@ -14,7 +14,7 @@ HEARTBEAT_STEPS = 20
 class Connections:
     def __init__(self, ws_ping_interval: float = 20.0):
         self.ws_ping_interval = ws_ping_interval
-        self.sockets = set()   # WebSocket handlers
+        self.sockets = set()   # WebSocket sessions (realtime.session)
         self.polls = set()     # pending long-poll handlers
         self.streams = set()   # SSE handlers
         self.slow_consumers_closed = 0
