@@ -51,16 +51,21 @@ access_log = logging.getLogger("tornado_app.access")
 
 
 def log_request(handler) -> None:
-    status = handler.get_status()
     user = getattr(handler, "user", None)
     route = getattr(handler, "route_name", type(handler).__name__)
-    duration = handler.request.request_time()
+    status = handler.get_status()
+    request = handler.request
+    duration = request.request_time()
     metrics = handler.application.settings["ctx"].metrics
     if metrics is not None:
-        metrics.observe(route, handler.request.method, status, duration)
+        metrics.observe(route, request.method, status, duration)
+    log_access(route, request.method, request.path, status, duration,
+               getattr(request, "request_id", None), str(user["_id"]) if user else None)
+
+
+def log_access(route: str, method: str, path: str, status: int, duration: float,
+               request_id: str | None, user_id: str | None) -> None:
     access_log.info(
-        "%s %s %s", handler.request.method, handler.request.path, status,
-        extra={"request_id": getattr(handler.request, "request_id", None),
-               "method": handler.request.method, "path": handler.request.path,
-               "route": route, "status": status, "duration_ms": round(duration * 1000, 2),
-               "user_id": str(user["_id"]) if user else None})
+        "%s %s %s", method, path, status,
+        extra={"request_id": request_id, "method": method, "path": path, "route": route,
+               "status": status, "duration_ms": round(duration * 1000, 2), "user_id": user_id})

@@ -53,3 +53,10 @@ class Metrics:
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+    def observe_many(self, route: str, method: str, status: int, durations) -> None:
+        """Requests of one route and outcome answered together (parked long-polls)."""
+        self.requests.labels(route, method, str(status)).inc(len(durations))
+        latency = self.latency.labels(route)
+        for seconds in durations:
+            latency.observe(seconds)
