@@ -18,13 +18,13 @@ from ..detached_http import response_head, take_socket
 from ..logs import access_log, log_access
 from .deadlines import Deadlines
 
-log = logging.getLogger(__name__)
-
 POLL_MAX_EVENTS = 100
 ROUTE = "realtime.poll"
 PATH = "/api/v1/poll"
-# Connections handed back to the HTTP server per turn of the loop: each costs about as much as
-# an answer, so handing all back at once would hold up everything else for as long again.
+# Per turn of the loop, so that no turn takes long (tens of ms at most): answers (about 10 µs
+# each), then connections handed back to the HTTP server (about as much again, and as much
+# once more when each starts reading its next request on the following turn).
+ANSWERS_PER_TURN = 1000
 HAND_BACK_PER_TURN = 500
 
 
@@ -66,10 +66,11 @@ class PollParking:
         # Connections taken out of the HTTP server and not yet given back or closed: they still
         # count toward its connection cap.
         self.sockets_held = 0
-        self._ready: list[ParkedPoll] = []
-        self._deadlines = Deadlines(self.release)
-        self._returning: deque[ParkedPoll] = deque()
+        self._ready: list[ParkedPoll] = []  # to answer, in the order they became ready
+        self._returning: deque[ParkedPoll] = deque()  # answered, to hand back
         self._sending: set[ParkedPoll] = set()  # answers the socket could not take at once
+        self._work_scheduled = False
+        self._deadlines = Deadlines(self._expired)
 
     def start(self, server) -> None:
         self.server = server
@@ -114,14 +115,19 @@ class PollParking:
         asyncio.get_running_loop().add_reader(poll.fd, self._readable, poll)
 
     def _readable(self, poll: ParkedPoll) -> None:
-        """The client hung up, or sent its next request before this one was answered."""
+        """The client hung up, or sent its next request before this one was handed back."""
+        loop = asyncio.get_running_loop()
+        if poll.records is None:
+            # Answered: the HTTP server reads what comes next, once it has the connection back.
+            loop.remove_reader(poll.fd)
+            return
         try:
             peeked = poll.socket.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             peeked = b""
-        asyncio.get_running_loop().remove_reader(poll.fd)
+        loop.remove_reader(poll.fd)
         if not peeked:
             self._unpark(poll)
             self._close(poll)
@@ -129,24 +135,42 @@ class PollParking:
         # the answer (a hang-up from now on is noticed only then).
 
     def _unpark(self, poll: ParkedPoll) -> None:
+        # The socket stays watched until it is closed or handed back, so the turns that answer
+        # do not also pay for unregistering it.
         poll.records = None
         self.hub.unsubscribe(poll, poll.channels)
         self.connections.polls.discard(poll)
         self._deadlines.discard(poll)
-        asyncio.get_running_loop().remove_reader(poll.fd)
 
     # --- answering -------------------------------------------------------------------------
 
     def ready(self, poll: ParkedPoll) -> None:
-        # Answered on the next turn of the loop, so events published together go together; one
-        # callback for every poll that became ready in this turn.
+        # Answered on a later turn of the loop, so events published together go together.
         self._ready.append(poll)
-        if len(self._ready) == 1:
-            asyncio.get_running_loop().call_soon(self._release_ready)
+        self._schedule_work()
 
-    def _release_ready(self) -> None:
-        polls, self._ready = self._ready, []
-        self.release(polls)
+    def _expired(self, polls) -> None:
+        self._ready += polls
+        self._schedule_work()
+
+    def _schedule_work(self) -> None:
+        if not self._work_scheduled:
+            self._work_scheduled = True
+            asyncio.get_running_loop().call_soon(self._work)
+
+    def _work(self) -> None:
+        """One turn's share: answers first, then handing connections back once all are answered.
+
+        Shares keep each turn short, so other requests are served in between."""
+        self._work_scheduled = False
+        if self._ready:
+            polls = self._ready[:ANSWERS_PER_TURN]
+            del self._ready[:ANSWERS_PER_TURN]
+            self.release(polls)
+        else:
+            self._hand_back_some()
+        if self._ready or self._returning:
+            self._schedule_work()
 
     def release(self, polls) -> None:
         """Answers `polls` with what each has (those already answered or gone are skipped)."""
@@ -232,24 +256,24 @@ class PollParking:
             self._close(poll)
             return
         self._returning.append(poll)
-        if len(self._returning) == 1:
-            asyncio.get_running_loop().call_soon(self._hand_back_some)
+        self._schedule_work()
 
     def _hand_back_some(self) -> None:
+        loop = asyncio.get_running_loop()
         for _ in range(min(HAND_BACK_PER_TURN, len(self._returning))):
             poll = self._returning.popleft()
             if self.connections.shutting_down:
                 self._close(poll)
                 continue
             self.sockets_held -= 1
+            loop.remove_reader(poll.fd)
             try:
                 poll.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
             except OSError:
                 pass  # already reset by the peer: the HTTP server finds out on its first read
             self.server.take_back(poll.socket, poll.unread)
-        if self._returning:
-            asyncio.get_running_loop().call_soon(self._hand_back_some)
 
     def _close(self, poll: ParkedPoll) -> None:
         self.sockets_held -= 1
+        asyncio.get_running_loop().remove_reader(poll.fd)
         poll.socket.close()
