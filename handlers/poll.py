@@ -34,13 +34,17 @@ class PollHandler(BaseHandler):
         hub.subscribe(self, channels)
         up_to = hub.last_seq
         self.cursor = up_to if params.since is None else params.since
-        if params.since is not None and params.since < up_to:
-            replayed = await hub.replay(channels, params.since, up_to, POLL_MAX_EVENTS)
-            if self.records is None:
-                return  # the client went away meanwhile
-            self.records[:0] = replayed  # live ones collected meanwhile are all newer
-        records = self.records[:POLL_MAX_EVENTS]
-        self._unsubscribe()
+        try:
+            if params.since is not None and params.since < up_to:
+                replayed = await hub.replay(channels, params.since, up_to, POLL_MAX_EVENTS)
+                if self.records is not None:
+                    self.records[:0] = replayed  # live ones collected meanwhile are all newer
+            records = self.records
+        finally:  # also when the log cannot be read: the hub must not keep this handler
+            self._unsubscribe()
+        if records is None or self.request.connection.stream.closed():
+            return  # the client went away meanwhile
+        records = records[:POLL_MAX_EVENTS]
         if records or self.ctx.connections.shutting_down:
             self.finish(poll_body(records, records[-1].seq if records else self.cursor))
         else:
@@ -51,10 +55,10 @@ class PollHandler(BaseHandler):
             self.records.append(record)
 
     def _unsubscribe(self) -> None:
-        self.records = None
-        self.ctx.hub.unsubscribe(self, self.channels)
+        if self.records is not None:
+            self.records = None
+            self.ctx.hub.unsubscribe(self, self.channels)
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
-        if self.records is not None:
-            self._unsubscribe()
+        self._unsubscribe()

@@ -292,6 +292,19 @@ async def test_poll_whose_client_goes_away_is_released(api, server):
 
 
 @pytest.mark.gen_test
+async def test_poll_whose_replay_fails_leaves_no_subscription_behind(api, server, monkeypatch):
+    await publish(server, "posts", 2)
+
+    async def unreadable_log(*args, **kwargs):
+        raise RuntimeError("the log cannot be read")
+
+    monkeypatch.setattr(server.ctx.hub, "replay", unreadable_log)
+    response = await poll(api, "channels=posts&since=0&timeout=5")
+    assert_error(response, 500, "internal_error")
+    assert "posts" not in server.ctx.hub.channels
+
+
+@pytest.mark.gen_test
 async def test_poll_since_older_than_retention_is_410_after_a_restart(server, restarted):
     await store_events(server, 10)
     await server.ctx.db["events"].delete_many({"_id": {"$lte": 5}})
