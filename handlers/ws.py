@@ -2,6 +2,7 @@
 
 import logging
 
+from tornado_app.detached_http import take_socket
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
 from tornado_app.realtime.session import EventSession
@@ -10,16 +11,6 @@ from tornado_app.realtime.websocket import accept_key, valid_key
 from .base import BaseHandler
 
 log = logging.getLogger(__name__)
-
-
-def _take_socket(stream):
-    """The socket of a detached IOStream, and the bytes it had already read past the request.
-
-    The stream is left without a socket, so nothing of Tornado's can close or read it again."""
-    stream.io_loop.remove_handler(stream.socket)
-    received = bytes(stream._read_buffer[:stream._read_buffer_size])  # pipelined first frames
-    sock, stream.socket = stream.socket, None
-    return sock, received
 
 
 class EventsSocket(BaseHandler):
@@ -68,6 +59,5 @@ class EventsSocket(BaseHandler):
                      b"\r\n" % (accept_key(key).encode(), self.request_id.encode()))
         self.set_status(101)
         self.application.log_request(self)
-        self._uncount()
-        sock, received = _take_socket(self.detach())
+        sock, received = take_socket(self)
         EventSession(sock, self.ctx, self.user).start(handshake, received)

@@ -1,9 +1,13 @@
 """Long-poll `GET /api/v1/poll`, as the contract's "Realtime" / "Long-poll" section has it."""
 
 import asyncio
+import json
+import logging
 import time
+from email.utils import parsedate_to_datetime
 
 import pytest
+from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from tests.conftest import JWT_SECRET, Api, assert_error
@@ -276,11 +280,27 @@ async def test_poll_whose_client_goes_away_is_released(api, server):
                        b"Host: 127.0.0.1\r\n\r\n")
     await wait_until_pending(server)
     stream.close()
+    hung_up = time.monotonic()
     for _ in range(200):
         if not server.ctx.connections.polls:
             break
         await asyncio.sleep(0.01)
     assert not server.ctx.connections.polls
+    assert time.monotonic() - hung_up < 0.5
+    assert "posts" not in server.ctx.hub.channels
+    assert server.ctx.parked_polls.sockets_held == 0
+
+
+@pytest.mark.gen_test
+async def test_poll_whose_replay_fails_leaves_no_subscription_behind(api, server, monkeypatch):
+    await publish(server, "posts", 2)
+
+    async def unreadable_log(*args, **kwargs):
+        raise RuntimeError("the log cannot be read")
+
+    monkeypatch.setattr(server.ctx.hub, "replay", unreadable_log)
+    response = await poll(api, "channels=posts&since=0&timeout=5")
+    assert_error(response, 500, "internal_error")
     assert "posts" not in server.ctx.hub.channels
 
 
@@ -307,3 +327,225 @@ async def test_poll_pages_through_the_log_after_a_restart_exactly(server, restar
         cursor = response.json["cursor"]
     assert seqs == list(range(1, 251))
     assert cursor == 250
+
+
+# --- waiting polls on raw connections: what goes over the wire ----------------------------------
+
+async def connect(server):
+    return await TCPClient().connect("127.0.0.1", server.port)
+
+
+def poll_request(query: str, *headers: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    start = b"GET %s?%s %s" % (POLL.encode(), query.encode(), version)
+    return b"\r\n".join([start, b"Host: 127.0.0.1", *headers, b"", b""])
+
+
+async def read_answer(stream, timeout: float = 5.0):
+    """(status line, [(name, value)] in the order sent, body) of one response."""
+    head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), timeout)
+    status, *lines = head[:-4].decode("latin1").split("\r\n")
+    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
+    length = int(dict((name.lower(), value) for name, value in headers)["content-length"])
+    return status, headers, await asyncio.wait_for(stream.read_bytes(length), timeout)
+
+
+async def closed_by_server(stream, timeout: float = 5.0) -> bytes:
+    """Whatever the server sends until it closes the connection."""
+    try:
+        return await asyncio.wait_for(stream.read_until_close(), timeout)
+    except StreamClosedError:
+        return b""
+
+
+@pytest.mark.gen_test
+async def test_a_keep_alive_client_polls_twice_in_a_row_on_one_connection(server):
+    stream = await connect(server)
+    cursor = 0
+    for expected_seq in (1, 2):
+        await stream.write(poll_request(f"channels=posts&since={cursor}&timeout=10"))
+        await wait_until_pending(server)
+        await publish(server, "posts", 1)
+        status, _, body = await read_answer(stream)
+        assert status == "HTTP/1.1 200 OK"
+        answer = json.loads(body)
+        assert [e["seq"] for e in answer["events"]] == [expected_seq]
+        cursor = answer["cursor"]
+    assert cursor == 2
+    assert not stream.closed()
+    stream.close()
+
+
+class TestParkedAnswerHeaders:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"allowed_origins": ["https://app.example.com"]}
+
+    @pytest.mark.gen_test
+    async def test_a_parked_answer_carries_the_headers_of_an_immediate_one(self, server):
+        sent = (b"X-Request-ID: client-id.42", b"Origin: https://app.example.com")
+        await publish(server, "posts", 1)
+        stream = await connect(server)
+        await stream.write(poll_request("channels=posts&since=0&timeout=10", *sent))
+        _, immediate, _ = await read_answer(stream)
+        await stream.write(poll_request("channels=posts&since=1&timeout=10", *sent))
+        await wait_until_pending(server)
+        await publish(server, "posts", 1)
+        status, parked, body = await read_answer(stream)
+        stream.close()
+
+        def fixed(headers):
+            return [(name, value) for name, value in headers if name not in ("Date", "Content-Length")]
+
+        assert status == "HTTP/1.1 200 OK"
+        assert fixed(parked) == fixed(immediate)
+        values = dict(parked)
+        assert values["X-Request-Id"] == "client-id.42"
+        assert values["Content-Type"] == "application/json; charset=utf-8"
+        assert values["Cache-Control"] == "no-store"
+        assert values["X-Content-Type-Options"] == "nosniff"
+        assert values["X-Frame-Options"] == "DENY"
+        assert values["Referrer-Policy"] == "no-referrer"
+        assert values["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert values["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert values["Vary"] == "Origin"
+        assert int(values["Content-Length"]) == len(body)
+        assert parsedate_to_datetime(values["Date"]).tzname() == "UTC"
+        assert [e["seq"] for e in json.loads(body)["events"]] == [2]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("version, headers, says", [
+    (b"HTTP/1.0", (), None),
+    (b"HTTP/1.1", (b"Connection: close",), "close"),
+], ids=["http-1.0", "connection-close"])
+async def test_a_parked_poll_that_may_not_keep_its_connection_is_closed_after_the_answer(
+        server, version, headers, says):
+    stream = await connect(server)
+    await stream.write(poll_request("channels=posts&since=0&timeout=10", *headers, version=version))
+    await wait_until_pending(server)
+    await publish(server, "posts", 1)
+    status, sent, body = await read_answer(stream)
+    assert status == "HTTP/1.1 200 OK"
+    assert dict(sent).get("Connection") == says
+    assert [e["seq"] for e in json.loads(body)["events"]] == [1]
+    assert await closed_by_server(stream) == b""
+    assert server.ctx.parked_polls.sockets_held == 0
+
+
+@pytest.mark.gen_test
+async def test_a_parked_http_1_0_keep_alive_poll_keeps_its_connection(server):
+    stream = await connect(server)
+    await stream.write(poll_request("channels=posts&since=0&timeout=10", b"Connection: keep-alive",
+                                    version=b"HTTP/1.0"))
+    await wait_until_pending(server)
+    await publish(server, "posts", 1)
+    _, sent, _ = await read_answer(stream)
+    assert dict(sent)["Connection"] == "Keep-Alive"
+    await stream.write(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, _, body = await read_answer(stream)
+    assert status == "HTTP/1.1 200 OK" and json.loads(body) == {"status": "ok"}
+    stream.close()
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("together", [True, False], ids=["sent-with-the-poll", "sent-while-parked"])
+async def test_a_request_pipelined_behind_a_parked_poll_is_answered_after_it(server, together):
+    first = poll_request("channels=posts&since=0&timeout=10")
+    second = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: second\r\n\r\n"
+    stream = await connect(server)
+    await stream.write(first + second if together else first)
+    await wait_until_pending(server)
+    if not together:
+        await stream.write(second)
+        await asyncio.sleep(0.2)
+        assert len(server.ctx.connections.polls) == 1  # still waiting for its event
+    await publish(server, "posts", 1)
+    _, _, body = await read_answer(stream)
+    assert [e["seq"] for e in json.loads(body)["events"]] == [1]
+    status, headers, body = await read_answer(stream)
+    assert status == "HTTP/1.1 200 OK"
+    assert dict(headers)["X-Request-Id"] == "second"
+    assert json.loads(body) == {"status": "ok"}
+    stream.close()
+
+
+@pytest.mark.gen_test
+async def test_parked_polls_time_out_each_at_its_own_deadline(api, server):
+    started = time.monotonic()
+    longer = asyncio.ensure_future(poll(api, "channels=posts&timeout=2.5"))
+    await wait_until_pending(server)
+    shorter = asyncio.ensure_future(poll(api, "channels=posts&timeout=0.5"))
+    response = await shorter
+    assert 0.4 <= time.monotonic() - started < 1.5
+    assert response.json == {"events": [], "cursor": 0}
+    assert not longer.done()
+    response = await longer
+    assert 2.4 <= time.monotonic() - started < 3.5
+    assert response.json == {"events": [], "cursor": 0}
+
+
+@pytest.mark.gen_test
+async def test_a_parked_answer_is_logged_and_counted_like_any_request(api, server, caplog):
+    caplog.set_level(logging.INFO, logger="tornado_app.access")
+    registry = server.ctx.metrics.registry
+    labels = {"route": "realtime.poll", "method": "GET", "status": "200"}
+    before = registry.get_sample_value("http_requests_total", labels) or 0
+    pending = asyncio.ensure_future(poll(api, "channels=posts&timeout=10",
+                                         headers={"X-Request-ID": "parked-1"}))
+    await wait_until_pending(server)
+    await asyncio.sleep(0.2)
+    await publish(server, "posts", 1)
+    assert (await pending).code == 200
+    assert registry.get_sample_value("http_requests_total", labels) == before + 1
+    (line,) = [r for r in caplog.records
+               if r.name == "tornado_app.access" and r.request_id == "parked-1"]
+    assert (line.method, line.path, line.route, line.status, line.user_id) == (
+        "GET", POLL, "realtime.poll", 200, None)
+    assert line.duration_ms >= 200
+
+
+@pytest.mark.gen_test
+async def test_a_parked_poll_at_shutdown_is_answered_then_closed(server):
+    stream = await connect(server)
+    await stream.write(poll_request("channels=posts&since=0&timeout=30"))
+    await wait_until_pending(server)
+    await server.stop()
+    status, _, body = await read_answer(stream)
+    assert status == "HTTP/1.1 200 OK"
+    assert json.loads(body) == {"events": [], "cursor": 0}
+    assert await closed_by_server(stream) == b""
+
+
+class TestParkedPollsAndTheConnectionCap:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"max_connections": 3}
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_parked_polls_count_toward_the_connection_cap(self, server):
+        streams = [await connect(server) for _ in range(3)]
+        for stream in streams:
+            await stream.write(poll_request("channels=posts&since=0&timeout=30"))
+        await wait_until_pending(server, 3)
+        extra = await connect(server)
+        await extra.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await closed_by_server(extra)).startswith(b"HTTP/1.1 503")
+        await publish(server, "posts", 1)
+        for stream in streams:
+            assert (await read_answer(stream))[0] == "HTTP/1.1 200 OK"
+        # Answered, the three are open connections of the HTTP server again.
+        extra = await connect(server)
+        await extra.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await closed_by_server(extra)).startswith(b"HTTP/1.1 503")
+        streams.pop().close()
+        deadline = time.monotonic() + 5
+        while True:
+            extra = await connect(server)
+            await extra.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = await closed_by_server(extra)
+            if answer.startswith(b"HTTP/1.1 200") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        for stream in streams:
+            stream.close()

@@ -11,6 +11,7 @@ from .notifications import NotificationService
 from .realtime.connections import Connections
 from .realtime.hub import Hub
 from .realtime.log import EventLog
+from .realtime.parked_poll import PollParking
 from .security import PasswordHasher, TokenService
 from .settings import Settings
 from .users import UserStore
@@ -31,6 +32,7 @@ class AppContext:
     # Requests being served right now, so shutdown can let them finish.
     inflight: int = 0
     metrics: "Metrics | None" = None
+    parked_polls: PollParking | None = None
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:
@@ -48,4 +50,5 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
                      notifications=NotificationService(db, events, users), hub=hub,
                      connections=Connections(settings.ws_ping_interval))
     ctx.metrics = Metrics(ctx)
+    ctx.parked_polls = PollParking(hub, ctx.connections, ctx.metrics)
     return ctx

@@ -51,19 +51,24 @@ access_log = logging.getLogger("tornado_app.access")
 
 
 def log_request(handler) -> None:
-    status = handler.get_status()
     route = getattr(handler, "route_name", type(handler).__name__)
+    status = handler.get_status()
     request = handler.request
     duration = request.request_time()
     metrics = handler.application.settings["ctx"].metrics
     if metrics is not None:
         metrics.observe(route, request.method, status, duration)
+    if access_log.isEnabledFor(logging.INFO):
+        user = getattr(handler, "user", None)
+        log_access(route, request.method, request.path, status, duration,
+                   getattr(request, "request_id", None), str(user["_id"]) if user else None)
+
+
+def log_access(route: str, method: str, path: str, status: int, duration: float,
+               request_id: str | None, user_id: str | None) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return  # the line's fields cost more than the rest of a small request's logging
-    user = getattr(handler, "user", None)
     access_log.info(
-        "%s %s %s", request.method, request.path, status,
-        extra={"request_id": getattr(request, "request_id", None),
-               "method": request.method, "path": request.path,
-               "route": route, "status": status, "duration_ms": round(duration * 1000, 2),
-               "user_id": str(user["_id"]) if user else None})
+        "%s %s %s", method, path, status,
+        extra={"request_id": request_id, "method": method, "path": path, "route": route,
+               "status": status, "duration_ms": round(duration * 1000, 2), "user_id": user_id})

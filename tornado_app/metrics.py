@@ -52,6 +52,11 @@ class Metrics:
                                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        children = self._labelled(route, method, status)
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _labelled(self, route: str, method: str, status: int) -> tuple:
         # The labelled children are looked up once per (route, method, status): `labels()`
         # takes a lock and builds tuples, on every request otherwise.
         key = (route, method, status)
@@ -60,5 +65,11 @@ class Metrics:
             children = (self.requests.labels(route, method, str(status)),
                         self.latency.labels(route))
             self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        return children
+
+    def observe_many(self, route: str, method: str, status: int, durations) -> None:
+        """Requests of one route and outcome answered together (parked long-polls)."""
+        requests, latency = self._labelled(route, method, status)
+        requests.inc(len(durations))
+        for seconds in durations:
+            latency.observe(seconds)

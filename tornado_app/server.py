@@ -53,7 +53,9 @@ class Server:
             make_app(ctx), max_body_size=TORNADO_MAX_BODY,
             idle_connection_timeout=settings.http_idle_timeout,
             body_timeout=settings.http_body_timeout,
-            max_connections=settings.max_connections, open_websockets=ctx.connections.sockets)
+            max_connections=settings.max_connections, open_websockets=ctx.connections.sockets,
+            parked_polls=ctx.parked_polls)
+        ctx.parked_polls.start(self.http)
         if sockets is None:
             sockets = bind_sockets(settings.port, settings.host)
         self.http.add_sockets(sockets)
@@ -101,6 +103,7 @@ class Server:
         ctx = self.ctx
         if ctx is not None:
             await ctx.connections.shutdown(max(0.0, (deadline - time.monotonic()) / 2))
+            ctx.parked_polls.stop()
             while ctx.inflight and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         for task in self._tasks:

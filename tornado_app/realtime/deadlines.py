@@ -1,0 +1,75 @@
+"""When each waiting long-poll times out, with one loop timer for all of them.
+
+A timer per poll costs a TimerHandle, its context and a heap slot each, and cancelling one
+early (the usual end of a poll) leaves it in the loop's heap until its time. Polls that asked for
+the same timeout expire in the order they arrived, so each timeout value keeps an
+insertion-ordered dict of its polls (removal at any time is O(1)), and a single timer is set for
+the earliest deadline of all.
+"""
+
+import asyncio
+
+# Deadlines this close together are expired by the same firing of the timer.
+GATHER_SECONDS = 0.005
+
+
+class Deadlines:
+    def __init__(self, expire):
+        self._expire = expire  # called with the list of polls whose time has come
+        self._queues: dict[float, dict] = {}  # timeout -> {poll: None}, oldest first
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, poll, timeout: float) -> None:
+        """Sets `poll.deadline` and `poll.expiry_queue`."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = {}
+        poll.deadline = deadline = loop.time() + timeout
+        poll.expiry_queue = queue
+        queue[poll] = None
+        if self._timer is None or deadline < self._timer.when():
+            self._arm(loop, deadline)
+
+    @staticmethod
+    def discard(poll) -> None:
+        # An emptied queue stays until the timer next fires; the timer itself is left alone.
+        queue = poll.expiry_queue
+        if queue is not None:
+            queue.pop(poll, None)
+            poll.expiry_queue = None
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, loop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + GATHER_SECONDS
+        expired, earliest = [], None
+        for timeout, queue in list(self._queues.items()):
+            due = []
+            # One pass per queue: each restart from the front would walk the removed entries.
+            for poll in queue:
+                if poll.deadline > now:
+                    if earliest is None or poll.deadline < earliest:
+                        earliest = poll.deadline
+                    break
+                due.append(poll)
+            for poll in due:
+                del queue[poll]
+                poll.expiry_queue = None
+            if not queue:
+                del self._queues[timeout]
+            expired += due
+        if earliest is not None:
+            self._arm(loop, earliest)
+        if expired:
+            self._expire(expired)
