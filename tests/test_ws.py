@@ -370,3 +370,23 @@ class TestPings:
         await ws.send({"op": "ping", "ref": 1})
         assert (await ws.recv())["type"] == "pong"
         ws.close()
+
+
+@pytest.mark.gen_test
+async def test_a_fan_out_shared_over_several_turns_keeps_every_subscriber_in_order(
+        server, monkeypatch):
+    """Events hand out a few subscribers per turn of the loop; the next event's first share
+    only starts once the previous one has reached everyone."""
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 2)
+    clients = [await WsClient.connect(server.port) for _ in range(5)]
+    for ws in clients:
+        await ws.subscribe(["posts"])
+    hub = server.ctx.hub
+    first = hub.last_seq + 1
+    for n in range(3):  # three events in one turn, as Redis can bring them
+        hub.on_event({"seq": first + n, "channel": "posts", "type": "test.event", "data": {"n": n},
+                      "created_at": "2026-01-01T00:00:00Z"})
+    assert len(hub._outbox) == 3  # shared out over later turns
+    for ws in clients:
+        assert [event["data"]["n"] for event in await ws.events(3)] == [0, 1, 2]
+        ws.close()

@@ -17,6 +17,10 @@ from .record import Record
 log = logging.getLogger(__name__)
 
 REPLAY_BATCH = 1000
+# Subscribers served per turn of the event loop: one event to tens of thousands of subscribers
+# is one send each (about 7 µs), so it is shared out over several turns and the loop keeps
+# answering other requests meanwhile, instead of stalling for the whole fan-out.
+FANOUT_SHARE = 2000
 
 
 class Hub:
@@ -29,6 +33,10 @@ class Hub:
         self.recent: deque[Record] = deque(maxlen=memory)
         self._ahead: dict[int, dict] = {}
         self._catch_up: asyncio.Task | None = None
+        # Events still being handed out: (record, its subscribers when it was dispatched, how
+        # many of them have it). Strictly in seq order: a share of the next event only starts
+        # once every subscriber of the previous one has it.
+        self._outbox: deque[tuple[Record, tuple, int]] = deque()
         self.delivered = 0
 
     async def start(self) -> None:
@@ -112,13 +120,31 @@ class Hub:
         self.recent.append(record)
         subscribers = self.channels.get(record.channel)
         if subscribers:
-            # A copy: a delivery may drop a slow subscriber, which changes the set.
-            for subscriber in tuple(subscribers):
+            # A snapshot: whoever subscribes from now on has this event through its replay, and
+            # a delivery may drop a slow subscriber, which changes the set.
+            self._outbox.append((record, tuple(subscribers), 0))
+            if len(self._outbox) == 1:
+                self._hand_out()  # nothing ahead of it: the first share goes out at once
+
+    def _hand_out(self) -> None:
+        budget = FANOUT_SHARE
+        outbox = self._outbox
+        while outbox and budget > 0:
+            record, subscribers, done = outbox[0]
+            end = min(done + budget, len(subscribers))
+            for index in range(done, end):
                 try:
-                    subscriber.deliver(record)
+                    subscribers[index].deliver(record)
                 except Exception:
                     log.exception("delivery to a subscriber failed")
-            self.delivered += len(subscribers)
+            self.delivered += end - done
+            budget -= end - done
+            if end < len(subscribers):
+                outbox[0] = (record, subscribers, end)
+            else:
+                outbox.popleft()
+        if outbox:
+            asyncio.get_running_loop().call_soon(self._hand_out)
 
     def forget_before(self, oldest_seq: int | None) -> None:
         """Keeps the in-memory window consistent with the log after retention purged it."""
