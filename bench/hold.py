@@ -12,7 +12,7 @@
 import os
 import time
 
-from . import procs
+from . import gcstats, procs
 from .loadclient import Fleet
 from .probe import Probe, window
 
@@ -30,6 +30,8 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
     out = {"target": target.name, "kind": kind, "n": n, "loadavg_start": os.getloadavg()[0]}
     target.start()
     out["server_code"] = target.code
+    # One worker: /metrics then describes the process that holds every connection.
+    gc_seen = target.is_ours and getattr(target, "workers", 1) == 1
     probe = Probe(target.port, target.hello_path)
     samples = None
     try:
@@ -39,6 +41,7 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
                    per_process=mode.per_process) as fleet:
             pids = target.pids()
             procs.settle(pids)
+            gc_scrapes = [gcstats.scrape(target.port)] if gc_seen else []
             out["rss_before_kb"] = target.rss_kb()
             open_start = time.time()
             server_cpu = sum(procs.cpu_seconds(pid) for pid in pids)
@@ -52,6 +55,8 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
                 out.update(subscribed=subscribed["acked"], subscribe_seconds=subscribed["seconds"],
                            subscribes_per_s=subscribed["per_second"])
             open_end = time.time()
+            if gc_seen:
+                gc_scrapes.append(gcstats.scrape(target.port))
             out["settle_seconds"] = procs.settle(pids, timeout=120)
             out["rss_after_kb"] = target.rss_kb()
             out["fds"] = {str(pid): procs.open_fds(pid) for pid in pids}
@@ -65,6 +70,8 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
             else:
                 time.sleep(mode.idle_seconds)
             idle_end = time.time()
+            if gc_seen:
+                gc_scrapes.append(gcstats.scrape(target.port))
 
             out["expected"] = fleet.arm()
             if kind == "poll" and time.time() - open_start > 55:
@@ -77,6 +84,10 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
                        first_ms=ms(got["first"] - t0) if got["first"] else None,
                        last_ms=ms(got["last"] - t0) if got["last"] else None,
                        spread_ms=ms(got["last"] - got["first"]) if got["first"] else None)
+            if gc_seen:
+                gc_scrapes.append(gcstats.scrape(target.port))
+                out["gc"] = {phase: gcstats.between(gc_scrapes[i], gc_scrapes[i + 1])
+                             for i, phase in enumerate(("open", "idle", "broadcast"))}
             if kind == "ws":
                 out["still_open"] = fleet.open_count()
             out["loadavg_end"] = os.getloadavg()[0]

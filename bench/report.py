@@ -103,6 +103,12 @@ NO_RATIO = {LOAD_ROW, "connections asked for", "connections held",
             "connections that got the event", "subscribed per second (ours: subscribe op and its ack)",
             "machine load average (1 min) before the hello load", "non-2xx answers (hello + post)"}
 
+GC_ROWS = ("ours: collector pauses in the whole run (gc_pause_seconds of /metrics)",
+           "ours: collector pauses over 50 ms while opening",
+           "ours: collector pauses over 50 ms while idle or receiving",
+           "ours: longest collector pause, at most (ms: its histogram bucket)")
+NO_RATIO |= set(GC_ROWS)
+
 HOLD_ROWS = [
     (LOAD_ROW, lambda r: r["loadavg_start"], 1, 1),
     ("connections asked for", lambda r: r["n"], 0, 1),
@@ -126,6 +132,12 @@ HOLD_ROWS = [
     ("probe: longest answer while idle (ms)", lambda r: r["probe"]["idle"]["max_ms"], 1, 1),
     ("probe: longest answer during the broadcast (ms)",
      lambda r: r["probe"]["broadcast"]["max_ms"], 1, 1),
+    (GC_ROWS[0], lambda r: sum(r["gc"][phase]["pauses"] for phase in r["gc"]), 0, 1),
+    (GC_ROWS[1], lambda r: r["gc"]["open"]["over_50ms"], 0, 1),
+    (GC_ROWS[2], lambda r: r["gc"]["idle"]["over_50ms"] + r["gc"]["broadcast"]["over_50ms"],
+     0, 1),
+    (GC_ROWS[3], lambda r: max(g["longest_at_most_s"] or 0 for g in r["gc"].values()) * 1000,
+     0, 1),
 ]
 
 HTTP_ROWS = [
@@ -261,9 +273,16 @@ def targets_table(results: dict) -> list[str]:
     stalls = [v for d in (ws, poll) for phase in ("idle", "broadcast")
               for v in per_run(d, "ours", lambda r, p=phase: r["probe"][p]["max_ms"])
               if v is not None]
+    gc_runs = [r["gc"][phase] for d in (ws, poll) for phase in ("idle", "broadcast")
+               for r in per_run(d, "ours", lambda r: r) if r and "gc" in r]
+    over = sum(g["over_50ms"] for g in gc_runs) if gc_runs else None
+    pauses = sum(g["pauses"] for g in gc_runs)
+    longest = max((g["longest_at_most_s"] or 0 for g in gc_runs), default=0)
     row("no GC pause over 50 ms while 19,000 are idle or receiving",
-        f"longest /health answer {num(max(stalls) if stalls else None, 1)} ms (probe, see below)",
-        check(max(stalls) if stalls else None, lambda v: v <= 50))
+        f"{num(over)} of {num(pauses)} collector pauses over 50 ms, longest ≤ {num(longest * 1000)}"
+        f" ms (gc_pause_seconds of /metrics, WebSocket and long-poll runs); longest /health "
+        f"answer, any stall: {num(max(stalls) if stalls else None, 1)} ms (probe, see below)",
+        check(over, lambda v: v == 0))
     wheld = m(workers, wname, lambda r: r["subscribed"])
     wlast = m(workers, wname, lambda r: r["last_ms"])
     row("3 workers + Redis: ≥ 50,000 connections", f"{num(wheld)} held",
