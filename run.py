@@ -16,6 +16,7 @@ import sys
 from pydantic import ValidationError
 from tornado.ioloop import PeriodicCallback
 
+from tornado_app import eventloop
 from tornado_app.db import Database
 from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
 from tornado_app.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
@@ -142,6 +143,7 @@ def main(argv=None) -> None:
     except SettingsError as exc:
         fail(str(exc))
     configure_logging(settings.log_level)
+    eventloop.install()
     if args.command == "create-admin":
         cmd_create_admin(args, settings)
     else:

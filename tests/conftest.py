@@ -12,9 +12,13 @@ import pytest
 from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from tornado_app import eventloop
 from tornado_app.embedded import EmbeddedFerretDB
 from tornado_app.server import Server
 from tornado_app.settings import load_settings
+
+# pytest-tornado's IOLoop per test is made by the same policy as the server's (run.py).
+EVENT_LOOP = eventloop.install()
 
 JWT_SECRET = "test-secret-" + "x" * 40
 

@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from tests.conftest import assert_error
@@ -47,3 +49,9 @@ async def test_unknown_route_is_404_in_the_error_shape(api):
 async def test_unsupported_method_is_405_in_the_error_shape(api):
     response = await api.request("DELETE", "/api/v1/products")
     assert_error(response, 405, "method_not_allowed")
+
+
+@pytest.mark.gen_test
+async def test_the_tests_run_on_the_event_loop_production_runs_on():
+    # run.py and tests/conftest.py both install tornado_app.eventloop's policy.
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
