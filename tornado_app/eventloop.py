@@ -3,7 +3,8 @@
 Tornado runs on whatever asyncio loop is current. uvloop's loop (callbacks, timers, polling and
 the transports PyMongo reads through, all in C) measured 8-10% more requests per second on
 `/health` and on `GET /api/v1/posts/{id}` than asyncio's, at 9-12% less server CPU per request
-(bench/README.md). The tests install the same policy, so they run what production runs.
+(wrk -t2 -c64 against run.py on FerretDB, server CPU from /proc; the http scenario of bench/
+reports both). The tests install the same policy, so they run what production runs.
 """
 
 import asyncio
