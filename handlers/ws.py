@@ -1,7 +1,5 @@
 """WebSocket `/api/v1/ws`: the upgrade. The session itself is tornado_app.realtime.session."""
 
-import logging
-
 from tornado_app.detached_http import take_socket
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
@@ -9,8 +7,6 @@ from tornado_app.realtime.session import EventSession
 from tornado_app.realtime.websocket import accept_key, valid_key
 
 from .base import BaseHandler
-
-log = logging.getLogger(__name__)
 
 
 class EventsSocket(BaseHandler):

@@ -1,11 +1,8 @@
 """The long-lived connections of this process, for shutdown, keep-alives and metrics."""
 
 import asyncio
-import logging
 
 from tornado.ioloop import PeriodicCallback
-
-log = logging.getLogger(__name__)
 
 SSE_KEEPALIVE_SECONDS = 15.0
 HEARTBEAT_STEPS = 20
