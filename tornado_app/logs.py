@@ -66,8 +66,8 @@ def log_request(handler) -> None:
 
 def log_access(route: str, method: str, path: str, status: int, duration: float,
                request_id: str | None, user_id: str | None) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return  # the line's fields cost more than the rest of a small request's logging
+    """One access-log line; callers check `access_log.isEnabledFor(logging.INFO)` first, since
+    gathering the fields costs more than the rest of a small request's logging."""
     access_log.info(
         "%s %s %s", method, path, status,
         extra={"request_id": request_id, "method": method, "path": path, "route": route,

@@ -8,6 +8,10 @@ The cursor drops anything already sent, so the seam has no gap and no duplicate.
 REPLAY_PAGE = 1000
 
 
+def _nowhere(record) -> None:
+    pass
+
+
 class Subscription:
     __slots__ = ("hub", "sink", "channels", "cursor", "queue")
 
@@ -76,3 +80,8 @@ class Subscription:
         self.hub.unsubscribe(self, self.channels)
         self.channels = set()
         self.queue = None
+        # The sink is a method of the connection that holds this subscription: dropping it ends
+        # that reference cycle, so a closed connection is freed at once rather than by the
+        # collector (which never sees frozen objects; tornado_app/gcpauses.py). A fan-out that
+        # still holds this subscription delivers to nothing.
+        self.sink = _nowhere

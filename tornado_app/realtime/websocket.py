@@ -83,7 +83,7 @@ class WebSocketConnection:
         self.state = OPEN
         self.inbuf: bytearray | None = None
         self.outbuf: bytearray | None = None
-        self.fragments: list | None = None
+        self.fragments: bytearray | None = None  # the message so far, while it comes in parts
         self.fragment_op = 0
         self.busy = False
         self.awaiting_pong = False
@@ -174,10 +174,13 @@ class WebSocketConnection:
         pos = self._parse(data)
         if self.state == CLOSED:
             return
-        if pos < len(data):
-            self.inbuf = bytearray(memoryview(data)[pos:])
-        else:
+        if pos == len(data):
             self.inbuf = None
+        elif data is inbuf:
+            if pos:
+                del inbuf[:pos]  # in place: a frame that trickles in is not copied at every read
+        else:
+            self.inbuf = bytearray(memoryview(data)[pos:])
 
     def _parse(self, buf) -> int:
         """Handles every whole frame in `buf`; returns how far it got."""
@@ -215,7 +218,7 @@ class WebSocketConnection:
                 self.fail(1002, "unknown opcode")
                 break
             else:
-                so_far = sum(map(len, self.fragments)) if self.fragments else 0
+                so_far = len(self.fragments) if self.fragments is not None else 0
                 if so_far + length > self.max_message:
                     self.fail(1009, "message too big")
                     break
@@ -244,16 +247,16 @@ class WebSocketConnection:
             if self.fragments is None:
                 self.fail(1002, "continuation frame without a message to continue")
                 return
-            self.fragments.append(payload)
+            self.fragments += payload
             if not fin:
                 return
-            opcode, payload = self.fragment_op, b"".join(self.fragments)
+            opcode, payload = self.fragment_op, bytes(self.fragments)
             self.fragments = None
         elif self.fragments is not None:
             self.fail(1002, "a new message began before the previous one was finished")
             return
         elif not fin:
-            self.fragments = [payload]
+            self.fragments = bytearray(payload)
             self.fragment_op = opcode
             return
         if opcode == OP_TEXT:
