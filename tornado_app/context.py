@@ -8,6 +8,7 @@ from .posts import PostStore
 from .products import ProductStore
 from .metrics import Metrics
 from .notifications import NotificationService
+from .outbox import Outbox
 from .realtime.connections import Connections
 from .realtime.hub import Hub
 from .realtime.log import EventLog
@@ -29,6 +30,7 @@ class AppContext:
     notifications: NotificationService
     hub: Hub
     connections: Connections
+    outbox: Outbox
     # Requests being served right now, so shutdown can let them finish.
     inflight: int = 0
     metrics: "Metrics | None" = None
@@ -45,10 +47,11 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
                           settings.access_token_ttl, settings.refresh_token_ttl)
     auth = AuthService(db, users, hasher, tokens, settings.login_max_failures,
                        settings.login_window)
+    outbox = Outbox(db, events)
     ctx = AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
-                     posts=PostStore(db, events, users), products=ProductStore(db, events),
-                     notifications=NotificationService(db, events, users), hub=hub,
-                     connections=Connections(settings.ws_ping_interval))
+                     posts=PostStore(db, outbox, users), products=ProductStore(db, outbox),
+                     notifications=NotificationService(db, outbox, users), hub=hub,
+                     connections=Connections(settings.ws_ping_interval), outbox=outbox)
     ctx.metrics = Metrics(ctx)
     ctx.parked_polls = PollParking(hub, ctx.connections, ctx.metrics)
     return ctx

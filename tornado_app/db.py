@@ -7,6 +7,9 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WT
 
 log = logging.getLogger(__name__)
 
+# Documents with events still pending (tornado_app/outbox.py), for the recovery sweep.
+OUTBOX_INDEX = IndexModel([("_outbox.cid", ASCENDING)], name="outbox")
+
 INDEXES = {
     "users": [
         IndexModel([("username_key", ASCENDING)], unique=True, name="username_unique"),
@@ -24,10 +27,12 @@ INDEXES = {
         IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest"),
         IndexModel([("author_id", ASCENDING), ("created_at", DESCENDING)], name="author"),
         IndexModel([("tags", ASCENDING), ("created_at", DESCENDING)], name="tag"),
+        OUTBOX_INDEX,
     ],
     "comments": [
         IndexModel([("post_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
                    name="post"),
+        OUTBOX_INDEX,
     ],
     "products": [
         IndexModel([("sku", ASCENDING)], unique=True, name="sku_unique"),
@@ -35,16 +40,21 @@ INDEXES = {
         IndexModel([("price_cents", ASCENDING), ("_id", ASCENDING)], name="price"),
         IndexModel([("name", ASCENDING), ("_id", ASCENDING)], name="name"),
         IndexModel([("category", ASCENDING)], name="category"),
+        OUTBOX_INDEX,
     ],
     "events": [
         # _id is the event's seq: its unique index is what keeps seq unique across workers.
         IndexModel([("channel", ASCENDING), ("_id", ASCENDING)], name="channel"),
         IndexModel([("created_at", ASCENDING)], name="created"),
+        # One event per change: the outbox may offer a change twice (tornado_app/outbox.py).
+        IndexModel([("cid", ASCENDING)], unique=True, name="change_unique"),
     ],
     "notifications": [
         IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
                    name="recipient"),
-        IndexModel([("status", ASCENDING)], name="status"),
+        # Delivery takes the oldest queued ones, a batch at a time.
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="queued"),
+        OUTBOX_INDEX,
     ],
 }
 
@@ -109,8 +119,16 @@ class Database:
                 # One index per command: FerretDB 1.24 panics on a createIndexes naming several
                 # indexes that all exist already.
                 if model.document["name"] not in existing:
+                    if model.document["name"] == "change_unique":
+                        await self._give_old_events_a_change_id()
                     await self.db[collection].create_indexes([model])
         self.indexes_ready = True
+
+    async def _give_old_events_a_change_id(self) -> None:
+        """Events stored before changes had ids get one each, so the unique index can exist."""
+        events = self.db["events"]
+        async for doc in events.find({"cid": {"$exists": False}}, {"_id": 1}):
+            await events.update_one({"_id": doc["_id"]}, {"$set": {"cid": f"seq:{doc['_id']}"}})
 
     async def ping(self) -> bool:
         try:

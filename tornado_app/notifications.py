@@ -1,24 +1,29 @@
 """Notifications: accepted with 202, delivered in the background on the same IOLoop.
 
-Delivery publishes on `user:{id}` first and marks the notification delivered second, so a
-crash in between delivers it twice rather than never: an accepted notification is never lost.
+Delivery is one conditional update (`queued` → `delivered`) that carries the `notification`
+event on `user:{id}` in the outbox (tornado_app/outbox.py): of several deliverers (workers)
+exactly one wins, and a crash at any point neither loses the event nor sends it twice.
 Whatever is still queued when the server stops is delivered after the next start.
 """
 
 import asyncio
 import logging
-from datetime import timedelta
 
+from bson import ObjectId
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from .clock import iso, utcnow
 from .errors import not_found, validation_error
 from .ids import parse_id
+from .outbox import Resource, entry
 from .pagination import fetch_page
 
 log = logging.getLogger(__name__)
 
-CLAIM_SECONDS = 30
+# Queued notifications taken per read: one query (served by the `queued` index) per batch
+# rather than one per delivery, so delivering does not cost more as notifications pile up.
+DELIVERY_BATCH = 100
 
 
 def notification_public(doc: dict) -> dict:
@@ -28,22 +33,31 @@ def notification_public(doc: dict) -> dict:
 
 
 class NotificationService:
-    def __init__(self, db, events, users):
+    def __init__(self, db, outbox, users):
         self.notifications = db["notifications"]
-        self.events = events
+        self.notifications_read = db.read("notifications")
+        self.outbox = outbox
         self.users = users
+        outbox.register(Resource("notifications", notification_public))
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
 
-    async def create(self, user_id: str, title: str, body: str) -> dict:
+    async def create(self, user_id: str, title: str, body: str,
+                     op_id: ObjectId | None = None) -> dict:
         user = await self.users.get(user_id)
         if user is None:
             raise validation_error(["body", "user_id"], "no such user")
-        doc = {"user_id": user["_id"], "title": title, "body": body, "status": "queued",
-               "created_at": utcnow(), "delivered_at": None, "read_at": None,
-               "claimed_until": None}
-        await self.notifications.insert_one(doc)
+        doc = {"_id": op_id or ObjectId(), "user_id": user["_id"], "title": title, "body": body,
+               "status": "queued", "created_at": utcnow(), "delivered_at": None, "read_at": None}
+        try:
+            await self.outbox.insert("notifications", doc)
+        except DuplicateKeyError:
+            # The same request retried with its Idempotency-Key: accepted once.
+            existing = await self.outbox.existing("notifications", doc)
+            if existing is None:
+                raise
+            return existing
         self._wake.set()
         return doc
 
@@ -98,7 +112,7 @@ class NotificationService:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                while not self._stopping and await self._deliver_next():
+                while not self._stopping and await self._deliver_batch():
                     pass
             except asyncio.CancelledError:
                 raise
@@ -113,24 +127,22 @@ class NotificationService:
             except TimeoutError:
                 pass
 
-    async def _deliver_next(self) -> bool:
-        now = utcnow()
-        # Claimed for a while, so two workers do not both deliver it; a claim that was not
-        # completed (the worker died) runs out and another picks it up.
-        doc = await self.notifications.find_one_and_update(
-            {"status": "queued",
-             "$or": [{"claimed_until": None}, {"claimed_until": {"$lt": now}}]},
-            {"$set": {"claimed_until": now + timedelta(seconds=CLAIM_SECONDS)}},
-            sort=[("created_at", 1)], return_document=ReturnDocument.AFTER)
-        if doc is None:
-            return False
-        await self._deliver(doc)
-        return True
+    async def _deliver_batch(self) -> bool:
+        """Delivers the oldest queued notifications; True when there may be more."""
+        queued = await self.notifications_read.find(
+            {"status": "queued"}, {"_id": 1, "user_id": 1}).sort([("status", 1), ("created_at", 1)]).limit(
+            DELIVERY_BATCH).to_list(DELIVERY_BATCH)
+        for doc in queued:
+            if self._stopping:
+                return False
+            await self._deliver(doc["_id"], doc["user_id"])
+        return len(queued) == DELIVERY_BATCH
 
-    async def _deliver(self, doc: dict) -> None:
-        delivered = {**doc, "status": "delivered", "delivered_at": utcnow()}
-        await self.events.publish(f"user:{doc['user_id']}", "notification",
-                                  notification_public(delivered))
-        await self.notifications.update_one(
-            {"_id": doc["_id"], "status": "queued"},
-            {"$set": {"status": "delivered", "delivered_at": delivered["delivered_at"]}})
+    async def _deliver(self, oid, user_id) -> None:
+        cid = ObjectId()
+        doc = await self.outbox.update(
+            "notifications", {"_id": oid, "status": "queued"},
+            {"$set": {"status": "delivered", "delivered_at": utcnow()},
+             "$push": {"_outbox": entry(f"user:{user_id}", "notification", None, cid)}}, cid)
+        if doc is not None:  # else read meanwhile, or delivered by another worker
+            await self.outbox.flush("notifications", doc)

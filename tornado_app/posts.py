@@ -1,10 +1,27 @@
-"""Blog posts and their comments."""
+"""Blog posts and their comments.
+
+Every change goes through the outbox (tornado_app/outbox.py): the write that makes it carries its
+pending event. A comment's event also carries the ±1 for its post's `comment_count`, applied
+once, and a post's deletion removes its comments, so a crash at any point leaves neither a
+count that disagrees with the comments present nor a comment of a deleted post.
+"""
+
+from datetime import timedelta
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from .clock import iso, utcnow
 from .errors import forbidden, not_found
 from .ids import parse_id
+from .outbox import LIVE, Resource, entry
 from .pagination import Page, fetch_page
 from .versioned import update_versioned
+
+# A post remembers which comment changes it has counted (`_counted`), so that one offered again
+# (by the recovery sweep, or a second worker) is not counted twice. A change is offered again
+# within seconds of being made; after this long it is forgotten.
+COUNTED_MEMORY = timedelta(minutes=10)
 
 
 def post_public(doc: dict) -> dict:
@@ -30,26 +47,32 @@ def _can_edit(user: dict, author_id) -> bool:
 
 
 class PostStore:
-    def __init__(self, db, events, users):
+    def __init__(self, db, outbox, users):
         self.posts = db["posts"]
         self.comments = db["comments"]
         self.posts_read = db.read("posts")
         self.comments_read = db.read("comments")
-        self.events = events
+        self.outbox = outbox
         self.users = users
+        outbox.register(Resource("posts", post_public, before_publish=self._cascade))
+        outbox.register(Resource("comments", comment_public, before_publish=self._count,
+                                 after_publish=self._forget_counted))
 
-    async def create(self, author: dict, title: str, content: str, tags: list[str]) -> dict:
+    # --- posts -------------------------------------------------------------------------------
+
+    async def create(self, author: dict, title: str, content: str, tags: list[str],
+                     op_id: ObjectId | None = None) -> dict:
         now = utcnow()
-        doc = {"title": title, "content": content, "tags": _dedupe(tags),
-               "author_id": author["_id"], "author_username": author["username"],
-               "comment_count": 0, "version": 1, "created_at": now, "updated_at": now}
-        await self.posts.insert_one(doc)
-        await self.events.publish("posts", "post.created", post_public(doc))
-        return doc
+        doc = {"_id": op_id or ObjectId(), "title": title, "content": content,
+               "tags": _dedupe(tags), "author_id": author["_id"],
+               "author_username": author["username"], "comment_count": 0, "version": 1,
+               "created_at": now, "updated_at": now}
+        doc["_outbox"] = [entry("posts", "post.created", post_public(doc), doc["_id"])]
+        return await self._insert("posts", doc, "post")
 
     async def get(self, post_id: str) -> dict:
         oid = parse_id(post_id)
-        doc = oid and await self.posts_read.find_one({"_id": oid})
+        doc = oid and await self.posts_read.find_one({"_id": oid, **LIVE})
         if not doc:
             raise not_found("post")
         return doc
@@ -72,35 +95,41 @@ class PostStore:
             raise forbidden("only the author or an admin may change this post")
         if "tags" in changes:
             changes["tags"] = _dedupe(changes["tags"])
-        doc = await update_versioned(self.posts, current["_id"], changes, expected, "post")
-        await self.events.publish("posts", "post.updated", post_public(doc))
-        return doc
+        return await update_versioned(self.outbox, "posts", current["_id"], changes, expected,
+                                      "post", "posts", "post.updated")
 
     async def delete(self, user: dict, post_id: str) -> None:
         current = await self.get(post_id)
         if not _can_edit(user, current["author_id"]):
             raise forbidden("only the author or an admin may delete this post")
-        deleted = await self.posts.delete_one({"_id": current["_id"]})
-        if not deleted.deleted_count:
+        oid = current["_id"]
+        cid = ObjectId()
+        # A tombstone until the event is stored; its comments go when the event does.
+        doc = await self.outbox.update(
+            "posts", {"_id": oid, **LIVE},
+            {"$set": {"_gone": True, "_gone_at": utcnow()},
+             "$push": {"_outbox": entry("posts", "post.deleted", {"id": str(oid)}, cid,
+                                        cascade=True)}}, cid)
+        if doc is None:
             raise not_found("post")
-        await self.comments.delete_many({"post_id": current["_id"]})
-        await self.events.publish("posts", "post.deleted", {"id": str(current["_id"])})
+        await self.outbox.flush("posts", doc)
 
-    async def add_comment(self, author: dict, post_id: str, body: str) -> dict:
+    async def _cascade(self, outbox, doc: dict, item: dict) -> bool:
+        if item.get("cascade"):
+            await self.comments.delete_many({"post_id": doc["_id"]})
+        return True
+
+    # --- comments ----------------------------------------------------------------------------
+
+    async def add_comment(self, author: dict, post_id: str, body: str,
+                          op_id: ObjectId | None = None) -> dict:
         post = await self.get(post_id)
-        doc = {"post_id": post["_id"], "body": body, "author_id": author["_id"],
-               "author_username": author["username"], "created_at": utcnow()}
-        await self.comments.insert_one(doc)
-        # comment_count is part of the post, so its version (and ETag) moves with it.
-        # (update_one: FerretDB does not implement findAndModify with a projection.)
-        counted = await self.posts.update_one(
-            {"_id": post["_id"]}, {"$inc": {"comment_count": 1, "version": 1}})
-        if not counted.matched_count:
-            # The post was deleted while the comment was being written: take it back.
-            await self.comments.delete_one({"_id": doc["_id"]})
-            raise not_found("post")
-        await self.events.publish(f"post:{post['_id']}", "comment.created", comment_public(doc))
-        return doc
+        doc = {"_id": op_id or ObjectId(), "post_id": post["_id"], "body": body,
+               "author_id": author["_id"], "author_username": author["username"],
+               "created_at": utcnow()}
+        doc["_outbox"] = [entry(f"post:{post['_id']}", "comment.created", comment_public(doc),
+                                doc["_id"], count=1)]
+        return await self._insert("comments", doc, "post")
 
     async def list_comments(self, post_id: str, limit: int, cursor: str | None):
         post = await self.get(post_id)
@@ -109,7 +138,7 @@ class PostStore:
 
     async def delete_comment(self, user: dict, comment_id: str) -> None:
         oid = parse_id(comment_id)
-        comment = oid and await self.comments.find_one({"_id": oid})
+        comment = oid and await self.comments.find_one({"_id": oid, **LIVE})
         if not comment:
             raise not_found("comment")
         if not _can_edit(user, comment["author_id"]):
@@ -117,10 +146,57 @@ class PostStore:
             if post is None or post["author_id"] != user["_id"]:
                 raise forbidden("only the comment's author, the post's author or an admin may "
                                 "delete this comment")
-        deleted = await self.comments.delete_one({"_id": oid})
-        if not deleted.deleted_count:
+        cid = ObjectId()
+        doc = await self.outbox.update(
+            "comments", {"_id": oid, **LIVE},
+            {"$set": {"_gone": True, "_gone_at": utcnow()},
+             "$push": {"_outbox": entry(f"post:{comment['post_id']}", "comment.deleted",
+                                        {"id": str(oid), "post_id": str(comment["post_id"])},
+                                        cid, count=-1)}}, cid)
+        if doc is None:
             raise not_found("comment")
-        await self.posts.update_one({"_id": comment["post_id"], "comment_count": {"$gt": 0}},
-                                    {"$inc": {"comment_count": -1, "version": 1}})
-        await self.events.publish(f"post:{comment['post_id']}", "comment.deleted",
-                                  {"id": str(oid), "post_id": str(comment["post_id"])})
+        await self.outbox.flush("comments", doc)
+
+    async def _count(self, outbox, comment: dict, item: dict) -> bool:
+        """Applies a comment change's ±1 to its post, once. False: the comment is void (its
+        post was deleted before the comment was counted)."""
+        delta = item.get("count")
+        if not delta:
+            return True
+        cid = item["cid"]
+        query = {"_id": comment["post_id"], "_counted": {"$ne": cid}}
+        if delta > 0:
+            query.update(LIVE)  # no new comment on a post being deleted
+        else:
+            query["comment_count"] = {"$gt": 0}
+        counted = await self.posts.update_one(
+            query, {"$inc": {"comment_count": delta, "version": 1}, "$push": {"_counted": cid}})
+        if counted.matched_count:
+            return True
+        post = await self.posts.find_one({"_id": comment["post_id"]}, {"_gone": 1, "_counted": 1})
+        if post is not None and cid in (post.get("_counted") or ()):
+            return True  # counted by an earlier offer of this change
+        # A new comment on a post that is gone or going is void; a deletion has nothing to do.
+        return delta < 0
+
+    async def _forget_counted(self, outbox, comment: dict, item: dict) -> None:
+        if item.get("count"):
+            cutoff = ObjectId.from_datetime(utcnow() - COUNTED_MEMORY)
+            await self.posts.update_one({"_id": comment["post_id"], "_counted.0": {"$lt": cutoff}},
+                                        {"$pop": {"_counted": -1}})
+
+    # --- creation, safe to retry -------------------------------------------------------------
+
+    async def _insert(self, name: str, doc: dict, what: str) -> dict:
+        """Stores a new document with its pending event; a retry of the same operation (same
+        `_id`, from an Idempotency-Key) finds the first one instead."""
+        try:
+            await self.outbox.insert(name, doc)
+        except DuplicateKeyError:
+            existing = await self.outbox.existing(name, doc)
+            if existing is None:
+                raise not_found(what) from None
+            return existing
+        if not await self.outbox.flush(name, doc):
+            raise not_found(what)
+        return doc

@@ -2,12 +2,13 @@
 
 import re
 
-from pymongo import ReturnDocument
+from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from .clock import iso, utcnow
 from .errors import ApiError, conflict, not_found, validation_error
 from .ids import parse_id
+from .outbox import LIVE, Resource, entry
 from .pagination import fetch_page
 from .versioned import update_versioned
 
@@ -26,24 +27,33 @@ def product_public(doc: dict) -> dict:
 
 
 class ProductStore:
-    def __init__(self, db, events):
+    """Every change goes through the outbox (tornado_app/outbox.py): the write carries its event."""
+
+    def __init__(self, db, outbox):
         self.products = db["products"]
         self.products_read = db.read("products")
-        self.events = events
+        self.outbox = outbox
+        outbox.register(Resource("products", product_public))
 
-    async def create(self, fields: dict) -> dict:
+    async def create(self, fields: dict, op_id: ObjectId | None = None) -> dict:
         now = utcnow()
-        doc = {**fields, "version": 1, "created_at": now, "updated_at": now}
+        doc = {"_id": op_id or ObjectId(), **fields, "version": 1, "created_at": now,
+               "updated_at": now}
+        doc["_outbox"] = [entry("products", "product.created", product_public(doc), doc["_id"])]
         try:
-            await self.products.insert_one(doc)
+            await self.outbox.insert("products", doc)
         except DuplicateKeyError:
+            # The same operation retried (an Idempotency-Key: same _id), or a taken sku.
+            existing = op_id and await self.outbox.existing("products", doc)
+            if existing:
+                return existing
             raise conflict("sku is already taken") from None
-        await self.events.publish("products", "product.created", product_public(doc))
+        await self.outbox.flush("products", doc)
         return doc
 
     async def get(self, product_id: str) -> dict:
         oid = parse_id(product_id)
-        doc = oid and await self.products_read.find_one({"_id": oid})
+        doc = oid and await self.products_read.find_one({"_id": oid, **LIVE})
         if not doc:
             raise not_found("product")
         return doc
@@ -77,7 +87,8 @@ class ProductStore:
         if oid is None:
             raise not_found("product")
         try:
-            doc = await update_versioned(self.products, oid, changes, expected, "product")
+            return await update_versioned(self.outbox, "products", oid, changes, expected,
+                                          "product", "products", "product.updated")
         except OperationFailure as exc:
             # MongoDB reports a taken sku as DuplicateKeyError; FerretDB's findAndModify only
             # as a generic failure, so the database is asked whether that is what happened.
@@ -86,34 +97,48 @@ class ProductStore:
                         {"sku": changes["sku"], "_id": {"$ne": oid}}, {"_id": 1})):
                 raise conflict("sku is already taken") from None
             raise
-        await self.events.publish("products", "product.updated", product_public(doc))
-        return doc
 
     async def delete(self, product_id: str) -> None:
         oid = parse_id(product_id)
-        deleted = oid and await self.products.delete_one({"_id": oid})
-        if not deleted or not deleted.deleted_count:
+        if oid is None:
             raise not_found("product")
-        await self.events.publish("products", "product.deleted", {"id": str(oid)})
+        cid = ObjectId()
+        # A tombstone until its event is stored.
+        doc = await self.outbox.update(
+            "products", {"_id": oid, **LIVE},
+            {"$set": {"_gone": True, "_gone_at": utcnow()},
+             "$push": {"_outbox": entry("products", "product.deleted", {"id": str(oid)}, cid)}},
+            cid)
+        if doc is None:
+            raise not_found("product")
+        await self.outbox.flush("products", doc)
 
-    async def change_stock(self, product_id: str, delta: int) -> dict:
+    async def change_stock(self, product_id: str, delta: int, op_id: ObjectId | None = None) -> dict:
         oid = parse_id(product_id)
         if oid is None:
             raise not_found("product")
+        cid = op_id or ObjectId()
+        if op_id is not None:
+            # A retry of a change that may have been applied (Idempotency-Key): applied once.
+            done = await self.products.find_one({"_id": oid, "_outbox.cid": cid}) or (
+                await self.outbox.events.find_change(cid) and await self.get(product_id))
+            if done:
+                await self.outbox.flush("products", done)
+                return done
         # One conditional $inc: the bound is checked and the change applied in the same
         # operation, so concurrent changes can never take the stock below zero.
         bound = {"$gte": -delta} if delta < 0 else {"$lte": MAX_STOCK - delta}
-        doc = await self.products.find_one_and_update(
-            {"_id": oid, "stock": bound},
-            {"$inc": {"stock": delta, "version": 1}, "$set": {"updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER)
+        doc = await self.outbox.update(
+            "products", {"_id": oid, **LIVE, "stock": bound},
+            {"$inc": {"stock": delta, "version": 1}, "$set": {"updated_at": utcnow()},
+             "$push": {"_outbox": entry("products", "product.stock_changed", None, cid)}}, cid)
         if doc is None:
-            current = await self.products.find_one({"_id": oid}, {"stock": 1})
+            current = await self.products.find_one({"_id": oid, **LIVE}, {"stock": 1})
             if current is None:
                 raise not_found("product")
             if delta < 0:
                 raise ApiError(409, "insufficient_stock",
                                f"only {current['stock']} in stock, cannot remove {-delta}")
             raise validation_error(["body", "delta"], f"stock would exceed {MAX_STOCK}")
-        await self.events.publish("products", "product.stock_changed", product_public(doc))
+        await self.outbox.flush("products", doc)
         return doc

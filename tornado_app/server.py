@@ -66,7 +66,10 @@ class Server:
 
     async def _prepare_database(self) -> None:
         await self.ctx.db.ensure_indexes()
+        await self.ctx.events.load_epoch()
         await self.ctx.hub.start()
+        # Events left pending by a process that died are stored now, and every few seconds.
+        self.ctx.outbox.start()
         # Anything still queued from before a stop is delivered now.
         self.ctx.notifications.start()
 
@@ -117,6 +120,7 @@ class Server:
                 log.warning("connections still open after SHUTDOWN_TIMEOUT")
         if ctx is not None:
             await ctx.notifications.stop()
+            await ctx.outbox.stop()
             if self.fanout is not None:
                 await self.fanout.stop()
             await ctx.db.close()

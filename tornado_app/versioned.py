@@ -1,26 +1,34 @@
 """Versioned documents: every change bumps `version` in the same atomic update that makes it.
 
 With If-Match the update is conditional on the version, so of two writers holding the same
-ETag exactly one wins and the other gets 412 with nothing written.
+ETag exactly one wins and the other gets 412 with nothing written. The update also appends the
+change's pending event (tornado_app/outbox.py), so the change and its event are one step.
 """
 
-from pymongo import ReturnDocument
+from bson import ObjectId
 
 from .clock import utcnow
 from .errors import not_found, precondition_failed
 from .etags import ANY
+from .outbox import LIVE, entry
 
 
-async def update_versioned(collection, oid, changes: dict, expected, what: str,
-                           extra_filter: dict | None = None) -> dict:
-    """Applies `changes` ($set) to one document; `expected` is the parsed If-Match (or None)."""
-    query = {"_id": oid, **(extra_filter or {})}
+async def update_versioned(outbox, name: str, oid, changes: dict, expected, what: str,
+                           channel: str, event_type: str) -> dict:
+    """Applies `changes` ($set) to one live document; `expected` is the parsed
+    If-Match (or None). Returns the document after the change, its event already stored or
+    left to the recovery sweep."""
+    query = {"_id": oid, **LIVE}
     if expected is not None and expected != ANY:
         query["version"] = {"$in": sorted(expected)}
-    update = {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1}}
-    doc = await collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
-    if doc is not None:
-        return doc
-    if expected is not None and await collection.find_one({"_id": oid}, {"_id": 1}):
-        raise precondition_failed()
-    raise not_found(what)
+    cid = ObjectId()
+    update = {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1},
+              "$push": {"_outbox": entry(channel, event_type, None, cid)}}
+    doc = await outbox.update(name, query, update, cid)
+    if doc is None:
+        live = {"_id": oid, **LIVE}
+        if expected is not None and await outbox.db[name].find_one(live, {"_id": 1}):
+            raise precondition_failed()
+        raise not_found(what)
+    await outbox.flush(name, doc)
+    return doc

@@ -158,16 +158,69 @@ class Hub:
 
     # --- replay ------------------------------------------------------------------------------
 
-    async def check_cursor(self, since: int) -> None:
-        """410-style cursor_expired when events after `since` have been purged already."""
+    async def check_cursor(self, since: int, epoch: str | None = None) -> None:
+        """cursor_expired (410) unless the log still holds everything after `since`: the cursor
+        is from this log's epoch, not ahead of its newest event, and not older than retention."""
+        current = self.log.epoch
+        if epoch is not None and current is not None and epoch != current:
+            raise await self._expired(f"the cursor is from epoch {epoch}; the log's is {current}")
+        if since > self.last_seq:
+            # This process may lag the log by a few ms (another worker's newest event): only
+            # the log itself can say the cursor is ahead of it.
+            latest = await self.log.latest_seq()
+            if since > latest:
+                raise await self._expired(
+                    f"since {since} is ahead of the newest event ({latest}) of this log")
+            return
         if self.recent and since >= self.recent[0].seq - 1:
             return
         oldest = await self.log.oldest_seq()
         if oldest is not None and since < oldest - 1:
-            raise ApiError(410, "cursor_expired",
-                           f"events after {since} are no longer retained; the oldest is {oldest}",
-                           details=[{"loc": ["since"], "msg": f"oldest retained seq is {oldest}",
-                                     "oldest_seq": oldest}])
+            raise await self._expired(
+                f"events after {since} are no longer retained; the oldest is {oldest}", oldest)
+
+    async def _expired(self, message: str, oldest: int | None = None) -> ApiError:
+        if oldest is None:
+            oldest = await self.log.oldest_seq()
+        oldest = oldest or 0
+        return ApiError(410, "cursor_expired", message,
+                        details=[{"loc": ["since"], "msg": message, "oldest_seq": oldest,
+                                  "epoch": self.log.epoch}])
+
+    # --- a log replaced under us ---------------------------------------------------------------
+
+    async def watch_log(self) -> bool:
+        """Notices a log that was replaced (another epoch: a new or restored database) or rolled
+        back (its newest event is older than one already delivered). Every subscriber then gets
+        cursor_expired and the hub starts over at the log's position. True if that happened."""
+        before = self.log.epoch
+        epoch = await self.log.load_epoch()
+        latest = await self.log.latest_seq()
+        if epoch == before and latest >= self.last_seq:
+            return False
+        if epoch == before:
+            # Rolled back (a backup restored): the seqs after `latest` will be reused for other
+            # events, so this is another history and gets another epoch.
+            epoch = await self.log.new_epoch(before)
+        log.warning("the event log was replaced (epoch %s → %s, newest seq %s, delivered %s); "
+                    "every subscriber resumes from scratch", before, epoch, latest, self.last_seq)
+        self.reset(latest)
+        return True
+
+    def reset(self, latest: int) -> None:
+        self.last_seq = latest
+        self.recent.clear()
+        self._ahead.clear()
+        self._outbox.clear()
+        subscribers = set()
+        for subs in self.channels.values():
+            subscribers.update(subs)
+        self.channels = {}
+        for subscriber in subscribers:
+            try:
+                subscriber.expire(self.log.epoch, latest)
+            except Exception:
+                log.exception("a subscriber failed to expire")
 
     async def replay(self, channels, after: int, up_to: int, limit: int | None = None):
         """Records on `channels` with after < seq <= up_to, in order (memory first, then the log)."""

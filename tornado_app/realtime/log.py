@@ -5,10 +5,19 @@ when another worker took that number first, the insert fails and it retries with
 So seq N is only ever written once N - 1 exists, which keeps the log gap-free in the order it
 becomes visible (a reader that has seen N has seen everything below it), on MongoDB and on
 FerretDB alike, with no transactions and no read-modify-write of a counter.
+
+Every event also carries the id of the change it reports (`cid`, unique in the log): the outbox
+(tornado_app/outbox.py) may offer one change twice (a request and the recovery sweep, or two
+workers), and the second offer finds the first instead of storing a second event.
+
+The log has an epoch, a random id made once with the log (in `event_log_meta`). A database
+restored from a backup or replaced keeps or changes it with the events, so a client cursor from
+another epoch is known to point into a different history.
 """
 
 import asyncio
 import logging
+import uuid
 from datetime import timedelta
 
 from pymongo import ASCENDING, DESCENDING
@@ -17,6 +26,9 @@ from pymongo.errors import DuplicateKeyError, ExecutionTimeout
 from ..clock import iso, utcnow
 
 log = logging.getLogger(__name__)
+
+
+META_ID = "event_log"
 
 
 def event_public(doc: dict) -> dict:
@@ -36,6 +48,29 @@ class EventLog:
         self._lock = asyncio.Lock()
         self._listeners = []
         self.published = 0
+        self.meta = db["event_log_meta"]
+        self.epoch: str | None = None
+
+    async def load_epoch(self) -> str:
+        """The log's epoch, made by whichever process asks first (the unique _id decides)."""
+        doc = await self.meta.find_one({"_id": META_ID})
+        if doc is None:
+            try:
+                await self.meta.insert_one({"_id": META_ID, "epoch": uuid.uuid4().hex,
+                                            "created_at": utcnow()})
+            except DuplicateKeyError:
+                pass
+            doc = await self.meta.find_one({"_id": META_ID})
+        if doc["epoch"] != self.epoch:
+            self._last_seq = None  # another log: its position is read again
+        self.epoch = doc["epoch"]
+        return self.epoch
+
+    async def new_epoch(self, old: str) -> str:
+        """Gives the log a new epoch (it was rolled back), unless another process did first."""
+        await self.meta.update_one({"_id": META_ID, "epoch": old},
+                                   {"$set": {"epoch": uuid.uuid4().hex}})
+        return await self.load_epoch()
 
     def add_listener(self, callback) -> None:
         """callback(event_dict) is called, in seq order, for every event this process stores."""
@@ -49,7 +84,13 @@ class EventLog:
         doc = await self.events.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
         return doc["_id"] if doc else None
 
-    async def publish(self, channel: str, type_: str, data: dict) -> dict:
+    async def find_change(self, cid) -> dict | None:
+        """The event already stored for change `cid`, if any."""
+        doc = await self.events.find_one({"cid": cid})
+        return event_public(doc) if doc else None
+
+    async def publish(self, channel: str, type_: str, data: dict, cid) -> dict | None:
+        """Stores the event of change `cid`; None when that change has its event already."""
         # Waiting for the lock is bounded like any database call: in an outage every holder
         # spends DB_TIMEOUT failing, and writes queued behind it must not wait n times that.
         try:
@@ -61,10 +102,13 @@ class EventLog:
                 self._last_seq = await self.latest_seq()
             while True:
                 doc = {"_id": self._last_seq + 1, "channel": channel, "type": type_,
-                       "data": data, "created_at": utcnow()}
+                       "data": data, "created_at": utcnow(), "cid": cid}
                 try:
                     await self.events.insert_one(doc)
                 except DuplicateKeyError:
+                    # Either another worker took this seq, or this change is in the log already.
+                    if await self.events.find_one({"cid": cid}, {"_id": 1}):
+                        return None
                     self._last_seq = await self.latest_seq()
                     continue
                 self._last_seq = doc["_id"]
