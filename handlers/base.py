@@ -87,6 +87,10 @@ def _http_date() -> str:
     return _date[1]
 
 
+# Routes whose GET answers carry Event-Seq/Event-Epoch: the resources that have events.
+POSITIONED = ("posts.", "comments.", "products.", "notifications.")
+
+
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
     """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
@@ -152,6 +156,12 @@ class BaseHandler(web.RequestHandler):
         request_id_var.set(self.request_id)
         self._counted = True
         self.ctx.inflight += 1
+        if self.request.method in ("GET", "HEAD") and self.route_name.startswith(POSITIONED):
+            # Taken before the read: every event at or below it reports a change stored before
+            # the read began, so subscribing with since=<it> misses nothing the answer lacks.
+            hub = self.ctx.hub
+            self.set_header("Event-Seq", str(hub.last_seq))
+            self.set_header("Event-Epoch", hub.log.epoch or "")
         limit = self.ctx.settings.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None:

@@ -18,6 +18,7 @@ class PollHandler(BaseHandler):
         self.records = None  # events collected while the log is read; None once the client left
         self.cursor = 0
         self.channels = ()
+        self.expired = False  # the log was replaced while it was read
 
     @operation(summary="Long-poll for events after a cursor", query=PollQuery,
                responses={200: PollResponse}, auth="optional", errors=(403, 410),
@@ -27,7 +28,7 @@ class PollHandler(BaseHandler):
         channels = await self.readable_channels(params.channels)
         hub = self.ctx.hub
         if params.since is not None:
-            await hub.check_cursor(params.since)
+            await hub.check_cursor(params.since, params.epoch)
         # Subscribed before the log is read, so nothing published meanwhile is missed.
         self.records = []
         self.channels = channels
@@ -42,17 +43,24 @@ class PollHandler(BaseHandler):
             records = self.records
         finally:  # also when the log cannot be read: the hub must not keep this handler
             self._unsubscribe()
+        if self.expired:
+            raise await hub.expired_error(
+                "the event log was replaced: reload your state and poll again without since")
         if records is None or self.request.connection.stream.closed():
             return  # the client went away meanwhile
         records = records[:POLL_MAX_EVENTS]
         if records or self.ctx.connections.shutting_down:
-            self.finish(poll_body(records, records[-1].seq if records else self.cursor))
+            self.finish(poll_body(records, records[-1].seq if records else self.cursor,
+                                  hub.log.epoch))
         else:
             self.ctx.parked_polls.park(self, channels, self.cursor, params.timeout)
 
     def deliver(self, record) -> None:
         if self.records is not None and record.seq > self.cursor:
             self.records.append(record)
+
+    def expire(self, epoch: str, oldest_seq: int) -> None:
+        self.expired = True
 
     def _unsubscribe(self) -> None:
         if self.records is not None:

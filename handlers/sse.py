@@ -1,6 +1,7 @@
 """Server-Sent Events `/api/v1/stream`."""
 
 import asyncio
+import json
 
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
@@ -33,15 +34,19 @@ class StreamHandler(BaseHandler):
             if not last_event_id.strip().isdigit():
                 raise ApiError(422, "validation_error", "Last-Event-ID must be an event seq")
             since = int(last_event_id.strip())
+        hub = self.ctx.hub
         if since is not None:
-            await self.ctx.hub.check_cursor(since)
+            await hub.check_cursor(since, params.epoch)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         self._done = asyncio.get_running_loop().create_future()
-        self.subscription = Subscription(self.ctx.hub, self._send_record)
+        self.subscription = Subscription(hub, self._send_record, self._log_replaced)
         self.ctx.connections.streams.add(self)
-        self.write(b": connected\n\n")
+        self.set_header("Event-Epoch", hub.log.epoch or "")
+        # The position first, as a message without an id (EventSource keeps its Last-Event-ID).
+        position = {"epoch": hub.log.epoch, "cursor": hub.last_seq if since is None else since}
+        self.write(b": connected\n\nevent: epoch\ndata: %s\n\n" % json.dumps(position).encode())
         self.flush()
         await self.subscription.add(channels, since)
         if self.ctx.connections.shutting_down:
@@ -52,6 +57,13 @@ class StreamHandler(BaseHandler):
 
     def _send_record(self, record) -> None:
         self._write(record.sse)
+
+    def _log_replaced(self, epoch: str, oldest_seq: int) -> None:
+        error = {"code": "cursor_expired", "message": "the event log was replaced: reload your "
+                 "state and reconnect without Last-Event-ID", "epoch": epoch,
+                 "oldest_seq": oldest_seq}
+        self._write(b"event: error\ndata: %s\n\n" % json.dumps(error).encode())
+        self.end()
 
     def keepalive(self) -> None:
         self._write(b": keep-alive\n\n")

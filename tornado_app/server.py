@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # in, with a 413 in the contract's shape; Tornado's limit only has to stay out of its way.
 TORNADO_MAX_BODY = 1 << 40
 MAINTENANCE_INTERVAL = 60.0
+LOG_WATCH_INTERVAL = 2.0
 
 
 class Server:
@@ -61,6 +62,7 @@ class Server:
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._maintenance()))
+        self._tasks.append(asyncio.create_task(self._watch_log()))
         log.info("listening on http://%s:%s", settings.host, self.port)
         return self.port
 
@@ -91,6 +93,18 @@ class Server:
                 await self.purge_expired()
             except Exception as exc:
                 log.warning("maintenance pass failed: %s", exc)
+
+    async def _watch_log(self) -> None:
+        """Notices a log replaced or rolled back under the running server (tornado_app/realtime/
+        hub.py): subscribers are told at once instead of waiting in silence."""
+        while True:
+            await asyncio.sleep(LOG_WATCH_INTERVAL)
+            if not self.ctx.hub.started:
+                continue
+            try:
+                await self.ctx.hub.watch_log()
+            except Exception as exc:
+                log.warning("could not check the event log's identity: %s", exc)
 
     async def purge_expired(self) -> None:
         await self.ctx.events.purge()

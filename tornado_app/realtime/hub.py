@@ -163,23 +163,24 @@ class Hub:
         is from this log's epoch, not ahead of its newest event, and not older than retention."""
         current = self.log.epoch
         if epoch is not None and current is not None and epoch != current:
-            raise await self._expired(f"the cursor is from epoch {epoch}; the log's is {current}")
+            raise await self.expired_error(
+                f"the cursor is from epoch {epoch}; the log's is {current}")
         if since > self.last_seq:
             # This process may lag the log by a few ms (another worker's newest event): only
             # the log itself can say the cursor is ahead of it.
             latest = await self.log.latest_seq()
             if since > latest:
-                raise await self._expired(
+                raise await self.expired_error(
                     f"since {since} is ahead of the newest event ({latest}) of this log")
             return
         if self.recent and since >= self.recent[0].seq - 1:
             return
         oldest = await self.log.oldest_seq()
         if oldest is not None and since < oldest - 1:
-            raise await self._expired(
+            raise await self.expired_error(
                 f"events after {since} are no longer retained; the oldest is {oldest}", oldest)
 
-    async def _expired(self, message: str, oldest: int | None = None) -> ApiError:
+    async def expired_error(self, message: str, oldest: int | None = None) -> ApiError:
         if oldest is None:
             oldest = await self.log.oldest_seq()
         oldest = oldest or 0
@@ -204,10 +205,10 @@ class Hub:
             epoch = await self.log.new_epoch(before)
         log.warning("the event log was replaced (epoch %s → %s, newest seq %s, delivered %s); "
                     "every subscriber resumes from scratch", before, epoch, latest, self.last_seq)
-        self.reset(latest)
+        self.reset(latest, await self.log.oldest_seq() or 0)
         return True
 
-    def reset(self, latest: int) -> None:
+    def reset(self, latest: int, oldest: int) -> None:
         self.last_seq = latest
         self.recent.clear()
         self._ahead.clear()
@@ -218,7 +219,7 @@ class Hub:
         self.channels = {}
         for subscriber in subscribers:
             try:
-                subscriber.expire(self.log.epoch, latest)
+                subscriber.expire(self.log.epoch, oldest)
             except Exception:
                 log.exception("a subscriber failed to expire")
 

@@ -9,6 +9,7 @@ the HTTP server for their next request, a few hundred per turn.
 """
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -28,9 +29,9 @@ ANSWERS_PER_TURN = 1000
 HAND_BACK_PER_TURN = 500
 
 
-def poll_body(records, cursor: int) -> bytes:
+def poll_body(records, cursor: int, epoch: str | None) -> bytes:
     return (b'{"events":[' + b",".join(record.json for record in records)
-            + b'],"cursor":%d}' % cursor)
+            + b'],"cursor":%d,"epoch":%s}' % (cursor, json.dumps(epoch).encode()))
 
 
 class ParkedPoll:
@@ -52,6 +53,10 @@ class ParkedPoll:
     def answer(self) -> None:
         """Answers now with what it has (at shutdown)."""
         self.parking.release((self,))
+
+    def expire(self, epoch: str, oldest_seq: int) -> None:
+        """The log was replaced: answered now; the next poll's cursor gets cursor_expired."""
+        self.answer()
 
 
 class PollParking:
@@ -198,7 +203,8 @@ class PollParking:
             key = tuple(records) if records else poll.cursor
             piece = bodies.get(key)
             if piece is None:
-                body = poll_body(records, records[-1].seq if records else poll.cursor)
+                body = poll_body(records, records[-1].seq if records else poll.cursor,
+                                 self.hub.log.epoch)
                 piece = bodies[key] = (b"Content-Length: %d\r\n" % len(body), body)
             length, body = piece
             parts = (poll.head, length, poll.head_end, body)

@@ -23,7 +23,7 @@ class EventSession(WebSocketConnection):
         super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes)
         self.ctx = ctx
         self.user = user
-        self.subscription = Subscription(ctx.hub, self.send_record)
+        self.subscription = Subscription(ctx.hub, self.send_record, self._log_replaced)
         self._tokens = 2 * settings.ws_max_messages_per_second
         self._refilled = time.monotonic()
         self._dropped = 0
@@ -57,6 +57,10 @@ class EventSession(WebSocketConnection):
 
     def _error(self, code: str, message: str, ref=None, **extra) -> None:
         self._send({"type": "error", "code": code, "message": message, "ref": ref, **extra})
+
+    def _log_replaced(self, epoch: str, oldest_seq: int) -> None:
+        self._error("cursor_expired", "the event log was replaced: reload your state and "
+                    "subscribe again", None, oldest_seq=oldest_seq, epoch=epoch)
 
     # --- client → server ---------------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class EventSession(WebSocketConnection):
         extra = {}
         if error.code == "cursor_expired" and error.details:
             extra["oldest_seq"] = error.details[0]["oldest_seq"]
+            extra["epoch"] = error.details[0]["epoch"]
         self._error(error.code, error.message, ref, **extra)
 
     async def _auth(self, token: str, ref) -> None:
@@ -139,21 +144,26 @@ class EventSession(WebSocketConnection):
         self._send({"type": "authenticated", "user_id": str(self.user["_id"]), "ref": ref})
 
     def _subscribe(self, msg: dict, ref):
-        unknown = set(msg) - {"op", "channels", "since", "ref"}
+        unknown = set(msg) - {"op", "channels", "since", "epoch", "ref"}
         if unknown:
             raise ApiError(422, "validation_error", f"unknown field {sorted(unknown)[0]!r}")
         since = msg.get("since")
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)
                                   or since < 0):
             raise ApiError(422, "validation_error", "since must be a non-negative integer")
+        epoch = msg.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or not 0 < len(epoch) <= 64):
+            raise ApiError(422, "validation_error", "epoch must be a string of 1 to 64 chars")
         limit = self.ctx.settings.ws_max_subscriptions
         channels = check_channels(msg.get("channels"), limit)
         if len(self.subscription.channels | set(channels)) > limit:
             raise ApiError(422, "validation_error", f"at most {limit} channels per connection")
         check_access(self.user, channels)
-        ack = {"type": "subscribed", "channels": channels, "ref": ref}
+        ack = {"type": "subscribed", "channels": channels, "ref": ref,
+               "epoch": self.ctx.hub.log.epoch}
         if since is None:
             self._send(ack)
             self.subscription.add_live(channels)
             return None
-        return self._guarded(self.subscription.add(channels, since, lambda: self._send(ack)), ref)
+        return self._guarded(
+            self.subscription.add(channels, since, lambda: self._send(ack), epoch), ref)

@@ -13,14 +13,23 @@ def _nowhere(record) -> None:
 
 
 class Subscription:
-    __slots__ = ("hub", "sink", "channels", "cursor", "queue")
+    __slots__ = ("hub", "sink", "channels", "cursor", "queue", "on_expired")
 
-    def __init__(self, hub, sink):
+    def __init__(self, hub, sink, on_expired=None):
         self.hub = hub
         self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
+        # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
+        self.on_expired = on_expired
         self.channels: set[str] = set()
         self.cursor = 0
         self.queue: list | None = None
+
+    def expire(self, epoch: str, oldest_seq: int) -> None:
+        """Called by the hub when the log was replaced: the cursor means nothing any more."""
+        self.channels = set()
+        self.queue = None
+        if self.on_expired is not None:
+            self.on_expired(epoch, oldest_seq)
 
     def deliver(self, record) -> None:
         if self.queue is not None:
@@ -36,11 +45,12 @@ class Subscription:
         self.hub.subscribe(self, new)
         self.cursor = max(self.cursor, self.hub.last_seq)
 
-    async def add(self, channels: list[str], since: int | None, on_subscribed=None) -> None:
+    async def add(self, channels: list[str], since: int | None, on_subscribed=None,
+                  epoch: str | None = None) -> None:
         """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event."""
         hub = self.hub
         if since is not None:
-            await hub.check_cursor(since)
+            await hub.check_cursor(since, epoch)
         if on_subscribed is not None:
             on_subscribed()
         if since is None:

@@ -38,14 +38,21 @@ class EventPublic(BaseModel):
 class PollResponse(BaseModel):
     events: list[EventPublic]
     cursor: int
+    epoch: str = Field(description="The event log's epoch: send it back with the cursor")
+
+
+EPOCH = Field(None, min_length=1, max_length=64,
+              description="The epoch the cursor is from: another epoch is 410 cursor_expired")
 
 
 class PollQuery(QueryModel):
     channels: str = Field(min_length=1, max_length=10_000)
     since: int | None = Field(None, ge=0)
+    epoch: str | None = EPOCH
     timeout: float = Field(30, ge=0, le=60)
 
 
 class StreamQuery(QueryModel):
     channels: str = Field(min_length=1, max_length=10_000)
     since: int | None = Field(None, ge=0)
+    epoch: str | None = EPOCH
