@@ -20,6 +20,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, ExecutionTimeout
 
@@ -89,8 +90,10 @@ class EventLog:
         doc = await self.events.find_one({"cid": cid})
         return event_public(doc) if doc else None
 
-    async def publish(self, channel: str, type_: str, data: dict, cid) -> dict | None:
+    async def publish(self, channel: str, type_: str, data: dict, cid=None) -> dict | None:
         """Stores the event of change `cid`; None when that change has its event already."""
+        if cid is None:
+            cid = ObjectId()
         # Waiting for the lock is bounded like any database call: in an outage every holder
         # spends DB_TIMEOUT failing, and writes queued behind it must not wait n times that.
         try:
