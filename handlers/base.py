@@ -14,6 +14,7 @@ from tornado import httputil, web
 
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
+from tornado_app.outbox import OutcomeUnknown
 from tornado_app.etags import etag, matches, parse_etag_list
 from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
@@ -338,6 +339,13 @@ class BaseHandler(web.RequestHandler):
             # Already answered (an oversize body gets its 413 as soon as it passes the limit).
             return
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, OutcomeUnknown):
+            # The change may or may not be stored and the database cannot say yet: a 503 would
+            # claim nothing changed, so there is no answer, as if the network had failed. The
+            # client retries with its Idempotency-Key (tornado_app/outbox.py).
+            self._uncount()
+            self.request.connection.stream.close()
+            return
         if isinstance(exc, ApiError):
             status_code = exc.status
         elif exc is not None and is_unavailable(exc):
@@ -346,6 +354,10 @@ class BaseHandler(web.RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, (ApiError, web.HTTPError)):
+            return
+        if isinstance(value, OutcomeUnknown):
+            log.warning("%s; the connection is closed unanswered", value,
+                        extra={"request_id": self.request_id})
             return
         if value is not None and is_unavailable(value):
             if self.ctx.metrics is not None:
