@@ -30,6 +30,7 @@ class SseClient:
         self.json = None
         self.messages: asyncio.Queue = asyncio.Queue()
         self.comments: list[str] = []
+        self.position = None
         self._reader = None
 
     @classmethod
@@ -91,7 +92,11 @@ class SseClient:
                 message["data"] += "\n" + value
             else:
                 message[name] = value
-        if message:
+        if message.get("event") == "epoch":
+            # The stream's position comes first, as a named message without an id; an
+            # EventSource hands it to an "epoch" listener, never to onmessage.
+            self.position = json.loads(message["data"])
+        elif message:
             self.messages.put_nowait(message)
 
     async def next(self, timeout: float = 5.0) -> dict:
