@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerProcess:
-    def __init__(self, mongodb_uri: str, db_name: str, workdir: Path, **env):
+    def __init__(self, mongodb_uri: str, db_name: str, workdir: Path, args=(), **env):
+        self.args = list(args)
         self.mongodb_uri = mongodb_uri
         self.db_name = db_name
         self.workdir = Path(workdir)
@@ -38,7 +39,8 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.stderr_path, "ab") as stderr:
-            self.process = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=self.env,
+            self.process = subprocess.Popen([sys.executable, "run.py", *self.args], cwd=ROOT,
+                                            env=self.env,
                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                             stderr=stderr)
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.server_process import ServerProcess, http_json
+from tests.test_workers import redis_server  # noqa: F401 (a fixture)
 
 API = "/api/v1"
 
@@ -293,5 +294,39 @@ def test_database_paused_past_db_timeout_a_503_changed_nothing(own_ferretdb, tmp
             assert ok <= applied <= ok + unanswered, (ok, applied, unanswered, statuses)
             counts = check_feed(db)
         print(f"paused database: answers {dict(statuses)}; {counts}")
+    finally:
+        server.kill()
+
+
+def test_two_workers_under_600_concurrent_writes_a_503_changed_nothing(
+        mongodb_uri, db_name, tmp_path, db_client, redis_server):
+    server = ServerProcess(mongodb_uri, db_name, tmp_path / "w", args=["--workers", "2"],
+                           REDIS_URL=redis_server.url).start()
+    try:
+        _, user, _, _ = _setup(server)
+        answers = {}
+
+        def write(index: int) -> None:
+            try:
+                status = http_json("POST", server.base_url + f"{API}/posts",
+                                   {"title": f"w {index}", "content": "x"}, user, timeout=30)[0]
+            except OSError:
+                status = None
+            answers[index] = status
+
+        with ThreadPoolExecutor(48) as pool:
+            list(pool.map(write, range(600)))
+        db = db_client[db_name]
+        _settle(db)
+        titles = {doc["title"] for doc in db["posts"].find({"_gone": {"$ne": True}},
+                                                           {"title": 1})}
+        for index, status in answers.items():
+            if status == 201:
+                assert f"w {index}" in titles
+            elif status is not None:
+                assert f"w {index}" not in titles, f"answered {status} but stored"
+        counts = check_feed(db)
+        assert counts["posts"] == len(titles)
+        print(f"two workers: answers {dict(Counter(answers.values()))}; {counts}")
     finally:
         server.kill()

@@ -29,7 +29,8 @@ from datetime import timedelta
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError,
+                            WaitQueueTimeoutError)
 
 from .clock import utcnow
 from .db import is_unavailable
@@ -280,5 +281,7 @@ class Outbox:
 
 
 def _maybe_applied(exc: BaseException) -> bool:
-    """A write that failed this way may still have reached the database."""
-    return is_unavailable(exc) and not isinstance(exc, ServerSelectionTimeoutError)
+    """A write that failed this way may still have reached the database (one that never left
+    the pool's queue or found no server did not)."""
+    return is_unavailable(exc) and not isinstance(
+        exc, (ServerSelectionTimeoutError, WaitQueueTimeoutError))
