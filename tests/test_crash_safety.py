@@ -299,7 +299,7 @@ def test_database_paused_past_db_timeout_a_503_changed_nothing(own_ferretdb, tmp
 
 
 def test_two_workers_under_600_concurrent_writes_a_503_changed_nothing(
-        mongodb_uri, db_name, tmp_path, db_client, redis_server):
+        mongodb_uri, db_name, tmp_path, db_client, redis_server):  # noqa: F811
     server = ServerProcess(mongodb_uri, db_name, tmp_path / "w", args=["--workers", "2"],
                            REDIS_URL=redis_server.url).start()
     try:
