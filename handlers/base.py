@@ -15,6 +15,7 @@ from tornado import httputil, web
 from tornado_app.db import is_unavailable
 from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
 from tornado_app.outbox import OutcomeUnknown
+from tornado_app.realtime.position import is_positioned
 from tornado_app.etags import etag, matches, parse_etag_list
 from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
@@ -88,10 +89,6 @@ def _http_date() -> str:
     return _date[1]
 
 
-# Routes whose GET answers carry Event-Seq/Event-Epoch: the resources that have events.
-POSITIONED = ("posts.", "comments.", "products.", "notifications.")
-
-
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
     """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
@@ -157,9 +154,8 @@ class BaseHandler(web.RequestHandler):
         request_id_var.set(self.request_id)
         self._counted = True
         self.ctx.inflight += 1
-        if self.request.method in ("GET", "HEAD") and self.route_name.startswith(POSITIONED):
-            # Taken before the read: every event at or below it reports a change stored before
-            # the read began, so subscribing with since=<it> misses nothing the answer lacks.
+        if self.request.method in ("GET", "HEAD") and is_positioned(self.route_name):
+            # Taken before the read (tornado_app/realtime/position.py).
             hub = self.ctx.hub
             self.set_header("Event-Seq", str(hub.last_seq))
             self.set_header("Event-Epoch", hub.log.epoch or "")

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
+from .realtime.position import HEADERS as POSITION_HEADERS, is_positioned
 from .schemas.common import ErrorResponse
 
 _GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
@@ -23,7 +24,8 @@ ERROR_TEXT = {
     403: "Authenticated but not allowed (forbidden)",
     404: "No such resource (not_found)",
     409: "Unique value taken (conflict) or stock would go below zero (insufficient_stock)",
-    410: "Cursor older than the retained events (cursor_expired)",
+    410: "Cursor older than the retained events, ahead of the log's newest event, or from "
+         "another epoch of the log (cursor_expired); details carry epoch and oldest_seq",
     412: "If-Match does not match the current version (precondition_failed)",
     413: "Body over MAX_BODY_BYTES (payload_too_large)",
     415: "Wrong Content-Type (unsupported_media_type)",
@@ -72,6 +74,8 @@ def _operations(routes):
 
 def build_openapi(routes) -> dict:
     operations = list(_operations(routes))
+    route_names = {path_template(pattern): getattr(handler, "route_name", "")
+                   for pattern, handler, *_ in routes}
     inputs = {spec.body for *_, spec, _ in operations if spec.body}
     outputs = {model for *_, spec, _ in operations for model in spec.responses.values() if model}
     outputs.add(ErrorResponse)
@@ -116,6 +120,8 @@ def build_openapi(routes) -> dict:
             entry = {"description": _status_text(status)}
             if model is not None:
                 entry["content"] = {"application/json": {"schema": ref(model, "serialization")}}
+            if method == "get" and is_positioned(route_names[path]) and status < 400:
+                entry["headers"] = POSITION_HEADERS
             elif spec.stream and 200 <= status < 300:
                 entry["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
             responses[str(status)] = entry
