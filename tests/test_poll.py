@@ -70,7 +70,7 @@ async def test_poll_answers_at_once_with_the_events_after_since(api, server):
     events = response.json["events"]
     assert [e["seq"] for e in events] == [2, 3]
     assert response.json["cursor"] == 3
-    assert set(response.json) == {"events", "cursor"}
+    assert set(response.json) == {"events", "cursor", "epoch"}
 
 
 @pytest.mark.gen_test
