@@ -176,9 +176,12 @@ def drop_db(mongodb_uri, db_name):
 async def test_run_py_with_two_workers_delivers_to_subscribers_on_every_worker(
         mongodb_uri, db_name, redis_server, drop_db):
     port = free_port()
+    # Inserts and fan-out only: nothing here updates one document from two workers, which is
+    # what FerretDB cannot keep atomic across processes (the opt-in is a no-op on MongoDB).
     process = subprocess.Popen([sys.executable, "run.py", "--workers", "2"], cwd=ROOT,
                                env=_env(mongodb_uri, db_name, PORT=str(port),
-                                        REDIS_URL=redis_server.url))
+                                        REDIS_URL=redis_server.url,
+                                        ALLOW_UNSAFE_MULTIWORKER_FERRETDB="1"))
     try:
         _wait_ready(port, process)
         api = Api(f"http://127.0.0.1:{port}")
@@ -203,6 +206,23 @@ async def test_run_py_with_two_workers_delivers_to_subscribers_on_every_worker(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _is_ferretdb(uri: str) -> bool:
+    with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        return "ferretdbVersion" in client.admin.command("buildInfo")
+
+
+def test_run_py_refuses_several_workers_on_ferretdb(mongodb_uri, db_name, redis_server, drop_db):
+    if not _is_ferretdb(mongodb_uri):
+        pytest.skip("the refusal is for FerretDB; this run is on MongoDB")
+    done = subprocess.run([sys.executable, "run.py", "--workers", "2"], cwd=ROOT,
+                          env=_env(mongodb_uri, db_name, PORT=str(free_port()),
+                                   REDIS_URL=redis_server.url),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--workers 2 on FerretDB is refused" in done.stderr
+    assert "ALLOW_UNSAFE_MULTIWORKER_FERRETDB=1" in done.stderr
 
 
 @pytest.mark.gen_test(timeout=90)
