@@ -20,14 +20,24 @@ class HealthHandler(BaseHandler):
 class ReadyHandler(BaseHandler):
     route_name = "ready"
 
-    @operation(summary="Readiness: the database answers and indexes exist", responses={200: HealthStatus},
+    @operation(summary="Readiness: the database answers and indexes exist; `redis` (with "
+               "REDIS_URL) says whether events from other workers arrive through Redis or, "
+               "while it does not answer, are read from the log", responses={200: HealthStatus},
                tag="operations")
     async def get(self) -> None:
         db = self.ctx.db
+        fanout = self.ctx.fanout
+        # Redis is not needed to serve: without it events are read from the log, a little later.
+        redis = [{"loc": ["redis"], "msg": fanout.state()}] if fanout is not None else []
         if not (db.indexes_ready and await db.ping()):
-            raise service_unavailable("the database is unreachable" if db.indexes_ready
-                                      else "the database is not initialized yet")
-        self.send_json({"status": "ready"})
+            error = service_unavailable("the database is unreachable" if db.indexes_ready
+                                        else "the database is not initialized yet")
+            error.details = [{"loc": ["database"], "msg": error.message}] + redis
+            raise error
+        body = {"status": "ready", "database": "ok"}
+        if fanout is not None:
+            body["redis"] = fanout.state()
+        self.send_json(body)
 
 
 class MetricsHandler(BaseHandler):

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -49,8 +51,16 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections open and answers nothing (a hung server)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.resume()  # a stopped process would not act on SIGTERM
             self.process.terminate()
             self.process.wait(10)
 
@@ -142,6 +152,57 @@ async def test_events_keep_flowing_while_redis_is_down_and_after_it_returns(work
     assert [e["seq"] for e in during + after] == list(range(1, 11))
     ws.close()
     writer.close()
+
+
+async def _redis_gauge(api) -> float:
+    text = (await api.http.fetch(api.base_url + "/metrics")).body.decode()
+    [value] = re.findall(r"^redis_connected (\S+)$", text, re.M)
+    return float(value)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_hung_redis_is_noticed_and_events_come_from_the_log_until_it_answers(
+        worker_pair, redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="tornado_app.realtime.fanout")
+    first, second = worker_pair
+    await _wait_connected(worker_pair)
+    apis = [Api(f"http://127.0.0.1:{srv.port}") for srv in worker_pair]
+    token = await apis[1].user_token("alice")
+    ws = await WsClient.connect(first.port)
+    await ws.subscribe(["posts"])
+    assert await _redis_gauge(apis[0]) == 1
+    caplog.clear()
+
+    redis_server.pause()
+    try:
+        # Redis still holds every connection open; it just never answers.
+        await create_posts(apis[1], token, 3, "hung")
+        during = await ws.events(3, timeout=20)
+        assert [e["data"]["title"] for e in during] == [f"hung {i}" for i in range(3)]
+        await _wait_connected(worker_pair, connected=False)
+        assert await _redis_gauge(apis[0]) == 0
+        ready = await apis[0].get("/health/ready")
+        assert ready.code == 200
+        assert ready.json["redis"].startswith("unreachable")
+        await asyncio.sleep(5)  # reconnect attempts go on, and are not logged again
+        lost = [r for r in caplog.records if r.levelno == logging.WARNING
+                and r.name == "tornado_app.realtime.fanout" and "Redis" in r.getMessage()
+                and "publish" not in r.getMessage()]
+        assert len(lost) == 2, [r.getMessage() for r in lost]  # once per worker
+    finally:
+        redis_server.resume()
+
+    await _wait_connected(worker_pair)
+    assert await _redis_gauge(apis[0]) == 1
+    assert (await apis[0].get("/health/ready")).json["redis"] == "ok"
+    back = [r for r in caplog.records if r.getMessage() == "listening for events on Redis"]
+    assert len(back) == 2
+    await create_posts(apis[1], token, 3, "after")
+    after = await ws.events(3)
+    assert [e["seq"] for e in during + after] == list(range(during[0]["seq"], during[0]["seq"] + 6))
+    ws.close()
+    for api in apis:
+        api.close()
 
 
 def _env(mongodb_uri, db_name, **extra):

@@ -9,6 +9,7 @@ from .products import ProductStore
 from .metrics import Metrics
 from .notifications import NotificationService
 from .realtime.connections import Connections
+from .realtime.fanout import RedisFanout
 from .realtime.hub import Hub
 from .realtime.log import EventLog
 from .realtime.parked_poll import PollParking
@@ -33,6 +34,8 @@ class AppContext:
     inflight: int = 0
     metrics: "Metrics | None" = None
     parked_polls: PollParking | None = None
+    # The Redis fan-out between workers, when REDIS_URL is set (its state is in /health/ready).
+    fanout: "RedisFanout | None" = None
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:

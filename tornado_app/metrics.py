@@ -77,6 +77,12 @@ class Metrics:
                                    ["generation"], registry=registry,
                                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 
+    def watch_fanout(self, fanout) -> None:
+        """With REDIS_URL: whether events from other workers arrive through Redis."""
+        Gauge("redis_connected", "1 while events from other workers arrive through Redis, 0 "
+              "while Redis does not answer and they are read from the event log",
+              registry=self.registry).set_function(lambda: 1 if fanout.connected else 0)
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         children = self._labelled(route, method, status)
         children[0].inc()

@@ -45,7 +45,8 @@ class Server:
             log.warning("database not ready at start (%s); retrying in the background", exc)
             self._tasks.append(asyncio.create_task(self._prepare_until_done()))
         if settings.redis_url:
-            self.fanout = RedisFanout(settings.redis_url, ctx.hub)
+            self.fanout = ctx.fanout = RedisFanout(settings.redis_url, ctx.hub)
+            ctx.metrics.watch_fanout(self.fanout)
             ctx.events.add_listener(self.fanout.publish)
             self.fanout.start()
         ctx.connections.start()
