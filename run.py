@@ -20,6 +20,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado_app import eventloop
 from tornado_app.db import Database
 from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
+from tornado_app.embedded_supervisor import restart_blocking
 from tornado_app.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
 from tornado_app.logs import configure_logging
 from tornado_app.security import PasswordHasher, resolve_jwt_secret
@@ -54,10 +55,11 @@ class DatabaseEndpoint:
             self.embedded.stop()
 
 
-async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None) -> None:
+async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None,
+                embedded=None) -> None:
     from tornado_app.server import Server
 
-    server = Server(settings, uri, jwt_secret, is_ferretdb)
+    server = Server(settings, uri, jwt_secret, is_ferretdb, embedded)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,14 +136,23 @@ def cmd_serve(args, settings) -> None:
         # Refused before the embedded database is started for nothing.
         check_workers_database(args.workers, settings, True)
     jwt_secret = resolve_jwt_secret(settings.jwt_secret, settings.data_dir)
-    with DatabaseEndpoint(settings) as (uri, is_ferretdb):
+    endpoint = DatabaseEndpoint(settings)
+    with endpoint as (uri, is_ferretdb):
+        embedded = endpoint.embedded
         if args.workers > 1:
             from tornado_app.workers import run_workers
             is_ferretdb = check_workers_database(args.workers, settings, is_ferretdb)
+
+            def on_other_exit(pid, code, stopping):
+                # The parent started the embedded database, so the parent restarts it.
+                if embedded is not None and embedded.process.pid == pid:
+                    restart_blocking(embedded, code, stopping)
+
             run_workers(args.workers, settings,
-                        lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets))
+                        lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets),
+                        on_other_exit)
         else:
-            asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret))
+            asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret, embedded=embedded))
 
 
 async def create_admin(settings, uri, is_ferretdb, username, email, password) -> None:

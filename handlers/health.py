@@ -12,8 +12,17 @@ from .base import BaseHandler
 class HealthHandler(BaseHandler):
     route_name = "health"
 
-    @operation(summary="Liveness", responses={200: HealthStatus}, tag="operations")
+    @operation(summary="Liveness: 200 while the process runs and can recover; 503 once it "
+               "cannot restart its own embedded database", responses={200: HealthStatus},
+               tag="operations")
     def get(self) -> None:
+        embedded = self.ctx.embedded
+        if embedded is not None and not embedded.recoverable:
+            # A database that is merely down is not the process's fault (readiness says it);
+            # one it owns and cannot bring back is: restarting the process is the way out.
+            raise service_unavailable(
+                f"the embedded database could not be restarted ({embedded.failures} attempts "
+                f"in a row failed): {embedded.last_error}")
         self.send_json({"status": "ok"})
 
 
@@ -32,7 +41,9 @@ class ReadyHandler(BaseHandler):
         if not (db.indexes_ready and await db.ping()):
             error = service_unavailable("the database is unreachable" if db.indexes_ready
                                         else "the database is not initialized yet")
-            error.details = [{"loc": ["database"], "msg": error.message}] + redis
+            embedded = self.ctx.embedded
+            state = embedded.state() if embedded is not None else None
+            error.details = [{"loc": ["database"], "msg": state or error.message}] + redis
             raise error
         body = {"status": "ready", "database": "ok"}
         if fanout is not None:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from .auth import AuthService
 from .db import Database
+from .embedded_supervisor import EmbeddedSupervisor
 from .posts import PostStore
 from .products import ProductStore
 from .metrics import Metrics
@@ -36,6 +37,8 @@ class AppContext:
     parked_polls: PollParking | None = None
     # The Redis fan-out between workers, when REDIS_URL is set (its state is in /health/ready).
     fanout: "RedisFanout | None" = None
+    # The supervisor of the embedded FerretDB this process runs, if it runs one (for /health).
+    embedded: "EmbeddedSupervisor | None" = None
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:

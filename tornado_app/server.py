@@ -9,6 +9,7 @@ from tornado.netutil import bind_sockets
 from .app import make_app
 from .context import AppContext, build_context
 from .db import Database
+from .embedded_supervisor import EmbeddedSupervisor
 from .httpserver import CappedHTTPServer
 from .realtime.fanout import RedisFanout
 from .settings import Settings
@@ -23,8 +24,10 @@ MAINTENANCE_INTERVAL = 60.0
 
 class Server:
     def __init__(self, settings: Settings, mongodb_uri: str, jwt_secret: str,
-                 is_ferretdb: bool | None = None):
+                 is_ferretdb: bool | None = None, embedded=None):
         self.settings = settings
+        # The embedded FerretDB this process started (run.py), which it restarts if it dies.
+        self.embedded = embedded
         self.mongodb_uri = mongodb_uri
         self.jwt_secret = jwt_secret
         self.is_ferretdb = is_ferretdb
@@ -39,6 +42,9 @@ class Server:
         db = await Database.connect(self.mongodb_uri, settings.mongodb_db, settings.db_timeout,
                                     self.is_ferretdb)
         self.ctx = ctx = build_context(settings, db, self.jwt_secret)
+        if self.embedded is not None:
+            ctx.embedded = EmbeddedSupervisor(self.embedded)
+            self._tasks.append(asyncio.create_task(ctx.embedded.run()))
         try:
             await self._prepare_database()
         except Exception as exc:  # the database may come up after us: keep trying
