@@ -68,12 +68,14 @@ class EmbeddedServer:
                         LOG_LEVEL="WARNING", JWT_SECRET="embedded-test-" + "x" * 40,
                         FERRETDB_BIN=FERRETDB_BIN)
         self.env.update(env)
+        self.start_argv: list[str] = []
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> "EmbeddedServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=self.env,
+            self.process = subprocess.Popen([sys.executable, "run.py", *self.start_argv],
+                                            cwd=ROOT, env=self.env,
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         if wait_ready:
             def ready():
@@ -174,3 +176,38 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path, servers
     assert "a FerretDB is already running on" in second.log()
     assert f"ferretdb pid {first.ferretdb_pid()}" in second.log()
     assert _get(first.port, "/health/ready")[0] == 200
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    from tests.test_workers import RedisServer
+    redis = RedisServer(tmp_path)
+    redis.start()
+    yield redis.url
+    redis.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in
+            Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_with_several_workers_the_parent_restarts_the_database_and_all_die_with_it(
+        tmp_path, servers, redis_url):
+    server = EmbeddedServer(tmp_path / "data", REDIS_URL=redis_url,
+                            ALLOW_UNSAFE_MULTIWORKER_FERRETDB="1")
+    server.start_argv = ["--workers", "2"]
+    server.start()
+    servers.append(server)
+    first = server.ferretdb_pid()
+    os.kill(first, signal.SIGKILL)
+    _wait(lambda: server.ferretdb_pid() != first, 20, "FerretDB was not restarted")
+    _wait(lambda: _get(server.port, "/health/ready")[0] == 200, 20, "not ready again")
+
+    ferretdb = server.ferretdb_pid()
+    workers = [pid for pid in _children(server.process.pid) if pid != ferretdb]
+    assert len(workers) == 2
+    server.process.kill()
+    server.process.wait()
+    for pid in workers + [ferretdb]:
+        _wait(lambda: _gone(pid), 20, f"{pid} outlived the killed parent")
