@@ -82,8 +82,12 @@ class Database:
                 info = await probe.admin.command("buildInfo")
                 is_ferretdb = "ferretdbVersion" in info
             except PyMongoError as exc:
-                log.warning("could not probe the database at start (%s); assuming MongoDB", exc)
-                is_ferretdb = False
+                # Unknown: written to as FerretDB (one write connection), which is correct on
+                # either; assuming MongoDB would let concurrent updates on FerretDB both succeed.
+                log.warning("could not probe the database at start (%s); writes go through one "
+                            "connection, as for FerretDB (restart once it answers for MongoDB's "
+                            "full write concurrency)", exc)
+                is_ferretdb = True
             finally:
                 await probe.close()
         # FerretDB applies an update as read-then-write: two connections updating one document
