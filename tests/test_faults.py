@@ -13,8 +13,10 @@ from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.iostream import StreamClosedError
 
-from tests.conftest import Api, assert_error
+from tests.conftest import JWT_SECRET, Api, assert_error
 from tests.server_process import ServerProcess, http_json
+from tornado_app.server import Server
+from tornado_app.settings import load_settings
 
 DB_TIMEOUT = 1.0
 
@@ -257,9 +259,6 @@ class TestDatabaseDownAtStart:
 
     @pytest.fixture
     def late_server(self, io_loop, own_ferretdb, tmp_path):
-        from tornado_app.server import Server
-        from tornado_app.settings import load_settings
-        from tests.conftest import JWT_SECRET
         own_ferretdb.stop()
         settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
                                  data_dir=tmp_path, jwt_secret=JWT_SECRET, bcrypt_rounds=4,
