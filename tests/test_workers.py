@@ -14,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 from pymongo import MongoClient
 
 from tests.conftest import JWT_SECRET, Api
 from tests.realtime_helpers import WsClient, create_posts
-from tornado_app.embedded import free_port
+from tornado_app.embedded import die_with_parent, free_port
 from tornado_app.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent)  # no redis-server left behind by a killed test run
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -203,6 +205,28 @@ async def test_a_hung_redis_is_noticed_and_events_come_from_the_log_until_it_ans
     ws.close()
     for api in apis:
         api.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_message_on_the_channel_that_is_not_an_event_is_ignored(
+        worker_pair, redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="tornado_app.realtime.fanout")
+    first, second = worker_pair
+    await _wait_connected(worker_pair)
+    with redis.Redis.from_url(redis_server.url) as client:
+        for junk in (b"hello", b"[1]", b'{"seq": "x"}'):
+            client.publish("tornado_app:events", junk)
+    writer = Api(f"http://127.0.0.1:{second.port}")
+    token = await writer.user_token("alice")
+    ws = await WsClient.connect(first.port)
+    await ws.subscribe(["posts"])
+    await create_posts(writer, token, 2)
+    assert [e["data"]["title"] for e in await ws.events(2)] == ["post 0", "post 1"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("lost Redis" in m for m in messages), messages  # the connection stayed
+    assert sum("not an event" in m for m in messages) == 6  # three, heard by each worker
+    ws.close()
+    writer.close()
 
 
 def _env(mongodb_uri, db_name, **extra):

@@ -163,13 +163,26 @@ class RedisFanout:
                         # event from Redis shows the hub the gap, and it reads it then
                         log.warning("could not read the event log: %s", exc)
                 if message.get("type") == "message":
-                    self.hub.on_event(json.loads(message["data"]))
+                    self._hand_to_hub(message["data"])
             elif pinged is not None:
                 if now - pinged > REDIS_TIMEOUT:
                     raise RedisUnresponsive(f"no answer to a ping within {REDIS_TIMEOUT:g} s")
             elif now - heard >= PING_AFTER:
                 await asyncio.wait_for(pubsub.ping(), REDIS_TIMEOUT)
                 pinged = now
+
+    def _hand_to_hub(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+            if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
+                raise ValueError("not an event")
+        except ValueError as exc:
+            # Something else published on our channel: not a reason to drop the connection
+            # (the hub reads our own events from the log if one was really lost).
+            log.warning("ignored a message on Redis channel %s that is not an event (%s): %.100r",
+                        self.channel, exc, data)
+            return
+        self.hub.on_event(event)
 
     async def _poll_while_disconnected(self) -> None:
         while True:
