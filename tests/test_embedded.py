@@ -211,3 +211,18 @@ def test_with_several_workers_the_parent_restarts_the_database_and_all_die_with_
     server.process.wait()
     for pid in workers + [ferretdb]:
         _wait(lambda: _gone(pid), 20, f"{pid} outlived the killed parent")
+
+
+def test_a_hung_embedded_database_is_killed_and_restarted(tmp_path, servers):
+    server = EmbeddedServer(tmp_path / "data", DB_TIMEOUT="1").start()
+    servers.append(server)
+    hung = server.ferretdb_pid()
+    os.kill(hung, signal.SIGSTOP)  # alive, holding its port and connections, answering nothing
+    try:
+        _wait(lambda: server.ferretdb_pid() != hung, 40, "the hung FerretDB was not replaced")
+        _wait(lambda: _get(server.port, "/health/ready")[0] == 200, 20, "not ready again")
+        assert _gone(hung)
+        assert "answered no ping" in server.log()
+    finally:
+        if not _gone(hung):
+            os.kill(hung, signal.SIGCONT)

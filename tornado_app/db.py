@@ -116,9 +116,11 @@ class Database:
                     await self.db[collection].create_indexes([model])
         self.indexes_ready = True
 
-    async def ping(self) -> bool:
+    async def ping(self, via_reads: bool = False) -> bool:
+        """`via_reads`: through the read pool, not queued behind writes on FerretDB's one
+        write connection."""
         try:
-            await self.db.command("ping")
+            await (self.read_db if via_reads else self.db).command("ping")
             return True
         except PyMongoError:
             return False

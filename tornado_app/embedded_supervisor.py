@@ -1,5 +1,6 @@
 """Keeps the embedded FerretDB running: a database child that dies is started again, with a
-growing pause between failed attempts, and every step is logged.
+growing pause between failed attempts, and every step is logged. One that hangs (alive, but
+answering no ping for a long while: stopped, deadlocked) is killed, and so restarted.
 
 Liveness follows what this process can still do about it: while a restart may yet work the
 process is alive (GET /health 200, readiness 503); once several attempts in a row have failed
@@ -23,6 +24,9 @@ FAILURES_BEFORE_UNHEALTHY = 3
 # A FerretDB that dies sooner than this after its start counts as a failed restart: a
 # database crashing at every start is restarted with the back-off, not in a tight loop.
 STABLE_SECONDS = 10.0
+# How often the database is pinged; pings go through the read pool, so a backlog of writes
+# (which share one connection) does not look like a hang.
+PING_INTERVAL = 2.0
 
 
 def backoff(failures: int) -> float:
@@ -30,8 +34,12 @@ def backoff(failures: int) -> float:
 
 
 class EmbeddedSupervisor:
-    def __init__(self, embedded: EmbeddedFerretDB):
+    def __init__(self, embedded: EmbeddedFerretDB, ping=None, hang_seconds: float = 30.0):
         self.embedded = embedded
+        # `await ping()` is True when the database answers; after `hang_seconds` without an
+        # answer from a FerretDB that is still running, it is killed.
+        self.ping = ping
+        self.hang_seconds = hang_seconds
         self.failures = 0        # failed restarts in a row
         self.restarts = 0        # successful restarts since the server started
         self.last_error: str | None = None
@@ -49,6 +57,29 @@ class EmbeddedSupervisor:
         return f"the embedded FerretDB exited; restarting it{failed}"
 
     async def run(self) -> None:
+        await asyncio.gather(self._watch_exit(), self._watch_answers())
+
+    async def _watch_answers(self) -> None:
+        silent_since = None
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            process = self.embedded.process
+            if self.ping is None or not self.embedded.running():
+                silent_since = None
+                continue
+            if await self.ping():
+                silent_since = None
+                continue
+            now = time.monotonic()
+            silent_since = silent_since or now
+            if now - silent_since >= self.hang_seconds and process is self.embedded.process \
+                    and self.embedded.running():
+                log.error("the embedded FerretDB (pid %s) is running but has answered no ping "
+                          "for %.0f s; killing it to restart it", process.pid, now - silent_since)
+                process.kill()
+                silent_since = None
+
+    async def _watch_exit(self) -> None:
         while True:
             await asyncio.sleep(CHECK_INTERVAL)
             embedded = self.embedded

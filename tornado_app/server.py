@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 # in, with a 413 in the contract's shape; Tornado's limit only has to stay out of its way.
 TORNADO_MAX_BODY = 1 << 40
 MAINTENANCE_INTERVAL = 60.0
+HANG_MIN_SECONDS = 10.0
+HANG_DB_TIMEOUTS = 5
 
 
 class Server:
@@ -43,7 +45,11 @@ class Server:
                                     self.is_ferretdb)
         self.ctx = ctx = build_context(settings, db, self.jwt_secret)
         if self.embedded is not None:
-            ctx.embedded = EmbeddedSupervisor(self.embedded)
+            # A FerretDB silent for this long is taken for hung: every call to it has failed
+            # with DB_TIMEOUT several times over by then.
+            ctx.embedded = EmbeddedSupervisor(
+                self.embedded, ping=lambda: db.ping(via_reads=True),
+                hang_seconds=max(HANG_MIN_SECONDS, HANG_DB_TIMEOUTS * settings.db_timeout))
             self._tasks.append(asyncio.create_task(ctx.embedded.run()))
         try:
             await self._prepare_database()
