@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from pydantic import ValidationError
 from tornado.ioloop import PeriodicCallback
@@ -19,6 +20,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado_app import eventloop
 from tornado_app.db import Database
 from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
+from tornado_app.embedded_supervisor import restart_blocking
 from tornado_app.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
 from tornado_app.logs import configure_logging
 from tornado_app.security import PasswordHasher, resolve_jwt_secret
@@ -53,10 +55,11 @@ class DatabaseEndpoint:
             self.embedded.stop()
 
 
-async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None) -> None:
+async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None,
+                embedded=None) -> None:
     from tornado_app.server import Server
 
-    server = Server(settings, uri, jwt_secret, is_ferretdb)
+    server = Server(settings, uri, jwt_secret, is_ferretdb, embedded)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,24 +80,79 @@ async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None) 
     await server.stop()
 
 
+MULTIWORKER_FERRETDB_REFUSED = (
+    "--workers {n} on FerretDB is refused: FerretDB applies an update as read-then-write, so "
+    "concurrent updates of one document from several processes can all succeed (a stock of 100 "
+    "sold 105 times). One process keeps its writes to one connection; several cannot. Use "
+    "MongoDB for several workers (MONGODB_URI=mongodb://HOST:27017), or run one worker. For "
+    "read-only load (benchmarks) ALLOW_UNSAFE_MULTIWORKER_FERRETDB=1 starts it anyway.")
+# How long `--workers N` waits for a MONGODB_URI database to say whether it is FerretDB.
+PROBE_SECONDS = 15.0
+
+
+def probe_is_ferretdb(uri: str, timeout: float) -> bool:
+    """Whether the database at `uri` is FerretDB, asked before any worker is forked (blocking,
+    with a client that is closed again: nothing is inherited across fork())."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    deadline = time.monotonic() + max(PROBE_SECONDS, timeout)
+    while True:
+        try:
+            with MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000),
+                             connectTimeoutMS=int(timeout * 1000)) as client:
+                return "ferretdbVersion" in client.admin.command("buildInfo")
+        except PyMongoError as exc:
+            if time.monotonic() >= deadline:
+                fail("--workers N > 1 must know whether the database is FerretDB (which is "
+                     f"refused for several workers), and it did not answer: {exc}")
+            log.warning("database not answering yet (%s); asking again", exc)
+            time.sleep(1)
+
+
+def check_workers_database(workers: int, settings, is_ferretdb) -> bool | None:
+    """Refuses several workers on FerretDB unless the unsafe opt-in is set; what it learned
+    about the database is passed on to the workers."""
+    if workers < 2:
+        return is_ferretdb
+    if is_ferretdb is None:
+        is_ferretdb = probe_is_ferretdb(settings.mongodb_uri, settings.db_timeout)
+    if is_ferretdb:
+        if not settings.allow_unsafe_multiworker_ferretdb:
+            fail(MULTIWORKER_FERRETDB_REFUSED.format(n=workers))
+        log.warning("%d workers on FerretDB (ALLOW_UNSAFE_MULTIWORKER_FERRETDB): concurrent "
+                    "updates of one document from different workers can both succeed; for "
+                    "read-only load only", workers)
+    return is_ferretdb
+
+
 def cmd_serve(args, settings) -> None:
     if args.workers < 1:
         fail("--workers must be at least 1")
     if args.workers > 1 and not settings.redis_url:
         fail("--workers N > 1 needs REDIS_URL: events must reach subscribers in every worker "
              "through Redis pub/sub (e.g. REDIS_URL=redis://127.0.0.1:6379/0)")
+    if args.workers > 1 and settings.embedded_database:
+        # Refused before the embedded database is started for nothing.
+        check_workers_database(args.workers, settings, True)
     jwt_secret = resolve_jwt_secret(settings.jwt_secret, settings.data_dir)
-    with DatabaseEndpoint(settings) as (uri, is_ferretdb):
+    endpoint = DatabaseEndpoint(settings)
+    with endpoint as (uri, is_ferretdb):
+        embedded = endpoint.embedded
         if args.workers > 1:
             from tornado_app.workers import run_workers
-            if is_ferretdb:
-                log.warning("several workers on FerretDB: it applies updates as read-then-write, "
-                            "so concurrent updates of one document from different workers can "
-                            "lose one; use MongoDB for multi-worker production")
+            is_ferretdb = check_workers_database(args.workers, settings, is_ferretdb)
+
+            def on_other_exit(pid, code, stopping):
+                # The parent started the embedded database, so the parent restarts it.
+                if embedded is not None and embedded.process.pid == pid:
+                    restart_blocking(embedded, code, stopping)
+
             run_workers(args.workers, settings,
-                        lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets))
+                        lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets),
+                        on_other_exit)
         else:
-            asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret))
+            asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret, embedded=embedded))
 
 
 async def create_admin(settings, uri, is_ferretdb, username, email, password) -> None:

@@ -123,6 +123,11 @@ class Ours(Target):
                "MONGODB_DB": DB_NAME, "DATA_DIR": str(self.stack.tmp), "LOG_LEVEL": "WARNING"}
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self.workers > 1:
+            # The stack is FerretDB, where several workers are refused unless this opt-in says
+            # the load is read-only: a benchmark run writes only inserts (posts, logins), never
+            # concurrent updates of one document.
+            env["ALLOW_UNSAFE_MULTIWORKER_FERRETDB"] = "1"
         return env
 
     def after_start(self) -> None:

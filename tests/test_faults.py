@@ -13,8 +13,10 @@ from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.iostream import StreamClosedError
 
-from tests.conftest import Api, assert_error
+from tests.conftest import JWT_SECRET, Api, assert_error
 from tests.server_process import ServerProcess, http_json
+from tornado_app.server import Server
+from tornado_app.settings import load_settings
 
 DB_TIMEOUT = 1.0
 
@@ -248,3 +250,49 @@ class TestSigtermUnderLoad:
             assert again.terminate() == 0
         finally:
             again.kill()
+
+
+class TestDatabaseDownAtStart:
+    """A server that could not ask the database what it is (down at start) must not guess the
+    kind whose guarantees it cannot keep: FerretDB's updates are atomic only through one write
+    connection."""
+
+    @pytest.fixture
+    def late_server(self, io_loop, own_ferretdb, tmp_path):
+        own_ferretdb.stop()
+        settings = load_settings(app_env="test", port=0, mongodb_uri=own_ferretdb.uri,
+                                 data_dir=tmp_path, jwt_secret=JWT_SECRET, bcrypt_rounds=4,
+                                 db_timeout=DB_TIMEOUT)
+        srv = Server(settings, own_ferretdb.uri, JWT_SECRET, is_ferretdb=None)
+        io_loop.run_sync(srv.start)
+        own_ferretdb.start()  # the same port: the server's clients find it there
+        yield srv
+        io_loop.run_sync(srv.stop)
+
+    @pytest.mark.gen_test(timeout=90)
+    async def test_concurrent_decrements_never_oversell_after_the_database_came_up(
+            self, late_server):
+        api = Api(f"http://127.0.0.1:{late_server.port}")
+        deadline = time.monotonic() + 30
+        while (await api.get("/health/ready")).code != 200:
+            assert time.monotonic() < deadline, "never ready"
+            await asyncio.sleep(0.2)
+        admin = await api.admin_token(late_server)
+        created = await api.post("/api/v1/products", {"sku": "SKU-1", "name": "n", "category": "c",
+                                                      "price_cents": 100, "stock": 50},
+                                 token=admin)
+        assert created.code == 201, created.body
+        http = AsyncHTTPClient(force_instance=True, max_clients=150)
+        request = HTTPRequest(f"{api.base_url}/api/v1/products/{created.json['id']}/stock",
+                              method="POST", body=json.dumps({"delta": -1}), request_timeout=60,
+                              headers={"Authorization": f"Bearer {admin}",
+                                       "Content-Type": "application/json"})
+        try:
+            responses = await asyncio.gather(
+                *(http.fetch(request, raise_error=False) for _ in range(150)))
+        finally:
+            http.close()
+        codes = [response.code for response in responses]
+        assert codes.count(200) == 50, codes
+        assert codes.count(409) == 100, codes
+        api.close()

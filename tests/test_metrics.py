@@ -20,6 +20,7 @@ from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
 from tornado_app.embedded import free_port
 from tornado_app.logs import JsonFormatter
+from tornado_app.metrics import generation_label, method_label, status_label
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
@@ -124,6 +125,31 @@ async def test_requests_are_counted_by_route_name_method_and_status_never_by_raw
     assert len(buckets) >= 10
     values = [s.value for s in sorted(buckets, key=lambda s: float(s.labels["le"]))]
     assert values == sorted(values)
+
+
+@pytest.mark.gen_test
+async def test_made_up_methods_are_counted_under_one_label_value(api):
+    # Tornado answers any method token (405 on a known route); each one a label
+    # value of its own would grow the process and every scrape without bound.
+    for index in range(40):
+        assert (await api.request(f"MADEUP{index}", "/api/v1/posts")).code == 405
+        assert (await api.request(f"BREW{index}", "/no/such/route")).code in (404, 405)
+    metrics = await scrape(api)
+    requests = "http_requests_total"
+    methods = {s.labels["method"] for s in metrics.samples if s.name == requests}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
+    assert metrics.value(requests, route="posts.list", method="other", status="405") == 40
+    assert sum(s.value for s in metrics.samples if s.name == requests
+               and s.labels["route"] == "not_found" and s.labels["method"] == "other") == 40
+    assert "MADEUP" not in metrics.text and "BREW" not in metrics.text
+
+
+def test_every_label_value_comes_from_a_fixed_set():
+    assert method_label("GET") == "GET" and method_label("get") == "other"
+    assert method_label("PROPFIND") == "other"
+    assert status_label(201) == "201" and status_label(599) == "other"
+    assert status_label(299) == "other"
+    assert generation_label(2) == "2" and generation_label(None) == "other"
 
 
 @pytest.mark.gen_test

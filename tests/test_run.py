@@ -71,6 +71,15 @@ def test_workers_without_redis_are_refused(tmp_path):
     assert "REDIS_URL" in result.stderr
 
 
+def test_workers_on_the_embedded_ferretdb_are_refused_before_it_starts(tmp_path):
+    # FerretDB's read-then-write updates are atomic only through one process's one connection.
+    result = _run(["--workers", "2"], _env(tmp_path, REDIS_URL="redis://127.0.0.1:1/0"))
+    assert result.returncode == 2
+    assert "--workers 2 on FerretDB is refused" in result.stderr
+    assert "MONGODB_URI" in result.stderr and "ALLOW_UNSAFE_MULTIWORKER_FERRETDB" in result.stderr
+    assert not (tmp_path / "data" / "ferretdb").exists()
+
+
 def test_production_without_a_strong_secret_is_refused(tmp_path):
     result = _run([], _env(tmp_path, APP_ENV="production", JWT_SECRET="short"))
     assert result.returncode != 0

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 from pymongo import MongoClient
 
 from tests.conftest import JWT_SECRET, Api
 from tests.realtime_helpers import WsClient, create_posts
-from tornado_app.embedded import free_port
+from tornado_app.embedded import die_with_parent, free_port
 from tornado_app.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +41,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent)  # no redis-server left behind by a killed test run
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -49,8 +53,16 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections open and answers nothing (a hung server)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.resume()  # a stopped process would not act on SIGTERM
             self.process.terminate()
             self.process.wait(10)
 
@@ -144,6 +156,79 @@ async def test_events_keep_flowing_while_redis_is_down_and_after_it_returns(work
     writer.close()
 
 
+async def _redis_gauge(api) -> float:
+    text = (await api.http.fetch(api.base_url + "/metrics")).body.decode()
+    [value] = re.findall(r"^redis_connected (\S+)$", text, re.M)
+    return float(value)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_hung_redis_is_noticed_and_events_come_from_the_log_until_it_answers(
+        worker_pair, redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="tornado_app.realtime.fanout")
+    first, second = worker_pair
+    await _wait_connected(worker_pair)
+    apis = [Api(f"http://127.0.0.1:{srv.port}") for srv in worker_pair]
+    token = await apis[1].user_token("alice")
+    ws = await WsClient.connect(first.port)
+    await ws.subscribe(["posts"])
+    assert await _redis_gauge(apis[0]) == 1
+    caplog.clear()
+
+    redis_server.pause()
+    try:
+        # Redis still holds every connection open; it just never answers.
+        await create_posts(apis[1], token, 3, "hung")
+        during = await ws.events(3, timeout=20)
+        assert [e["data"]["title"] for e in during] == [f"hung {i}" for i in range(3)]
+        await _wait_connected(worker_pair, connected=False)
+        assert await _redis_gauge(apis[0]) == 0
+        ready = await apis[0].get("/health/ready")
+        assert ready.code == 200
+        assert ready.json["redis"].startswith("unreachable")
+        await asyncio.sleep(5)  # reconnect attempts go on, and are not logged again
+        lost = [r for r in caplog.records if r.levelno == logging.WARNING
+                and r.name == "tornado_app.realtime.fanout" and "Redis" in r.getMessage()
+                and "publish" not in r.getMessage()]
+        assert len(lost) == 2, [r.getMessage() for r in lost]  # once per worker
+    finally:
+        redis_server.resume()
+
+    await _wait_connected(worker_pair)
+    assert await _redis_gauge(apis[0]) == 1
+    assert (await apis[0].get("/health/ready")).json["redis"] == "ok"
+    back = [r for r in caplog.records if r.getMessage() == "listening for events on Redis"]
+    assert len(back) == 2
+    await create_posts(apis[1], token, 3, "after")
+    after = await ws.events(3)
+    assert [e["seq"] for e in during + after] == list(range(during[0]["seq"], during[0]["seq"] + 6))
+    ws.close()
+    for api in apis:
+        api.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_message_on_the_channel_that_is_not_an_event_is_ignored(
+        worker_pair, redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="tornado_app.realtime.fanout")
+    first, second = worker_pair
+    await _wait_connected(worker_pair)
+    with redis.Redis.from_url(redis_server.url) as client:
+        for junk in (b"hello", b"[1]", b'{"seq": "x"}'):
+            client.publish("tornado_app:events", junk)
+    writer = Api(f"http://127.0.0.1:{second.port}")
+    token = await writer.user_token("alice")
+    ws = await WsClient.connect(first.port)
+    await ws.subscribe(["posts"])
+    await create_posts(writer, token, 2)
+    assert [e["data"]["title"] for e in await ws.events(2)] == ["post 0", "post 1"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("lost Redis" in m for m in messages), messages  # the connection stayed
+    assert sum("not an event" in m for m in messages) == 6  # three, heard by each worker
+    ws.close()
+    writer.close()
+
+
 def _env(mongodb_uri, db_name, **extra):
     env = {k: v for k, v in os.environ.items() if k not in ("APP_ENV",)}
     env.update(MONGODB_URI=mongodb_uri, MONGODB_DB=db_name, JWT_SECRET=JWT_SECRET,
@@ -176,9 +261,12 @@ def drop_db(mongodb_uri, db_name):
 async def test_run_py_with_two_workers_delivers_to_subscribers_on_every_worker(
         mongodb_uri, db_name, redis_server, drop_db):
     port = free_port()
+    # Inserts and fan-out only: nothing here updates one document from two workers, which is
+    # what FerretDB cannot keep atomic across processes (the opt-in is a no-op on MongoDB).
     process = subprocess.Popen([sys.executable, "run.py", "--workers", "2"], cwd=ROOT,
                                env=_env(mongodb_uri, db_name, PORT=str(port),
-                                        REDIS_URL=redis_server.url))
+                                        REDIS_URL=redis_server.url,
+                                        ALLOW_UNSAFE_MULTIWORKER_FERRETDB="1"))
     try:
         _wait_ready(port, process)
         api = Api(f"http://127.0.0.1:{port}")
@@ -203,6 +291,23 @@ async def test_run_py_with_two_workers_delivers_to_subscribers_on_every_worker(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _is_ferretdb(uri: str) -> bool:
+    with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        return "ferretdbVersion" in client.admin.command("buildInfo")
+
+
+def test_run_py_refuses_several_workers_on_ferretdb(mongodb_uri, db_name, redis_server, drop_db):
+    if not _is_ferretdb(mongodb_uri):
+        pytest.skip("the refusal is for FerretDB; this run is on MongoDB")
+    done = subprocess.run([sys.executable, "run.py", "--workers", "2"], cwd=ROOT,
+                          env=_env(mongodb_uri, db_name, PORT=str(free_port()),
+                                   REDIS_URL=redis_server.url),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--workers 2 on FerretDB is refused" in done.stderr
+    assert "ALLOW_UNSAFE_MULTIWORKER_FERRETDB=1" in done.stderr
 
 
 @pytest.mark.gen_test(timeout=90)

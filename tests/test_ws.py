@@ -10,7 +10,7 @@ import struct
 import pytest
 import websockets
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import websocket_connect
 
 from tests.realtime_helpers import WsClient, create_posts, wait_until
@@ -370,6 +370,70 @@ class TestPings:
         await ws.send({"op": "ping", "ref": 1})
         assert (await ws.recv())["type"] == "pong"
         ws.close()
+
+
+async def _server_frames(stream: IOStream, answer_pings: bool, until: float):
+    """(time, opcode) of each frame the server sends until `until` (loop time) or the end of
+    the connection, which is the last item: (time, None)."""
+    loop = asyncio.get_running_loop()
+    frames = []
+    while True:
+        try:
+            head = await asyncio.wait_for(stream.read_bytes(2), max(0.01, until - loop.time()))
+        except asyncio.TimeoutError:
+            return frames
+        except StreamClosedError:
+            frames.append((loop.time(), None))
+            return frames
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        payload = await stream.read_bytes(length) if length else b""
+        frames.append((loop.time(), opcode))
+        if opcode == 0x9 and answer_pings:
+            mask = os.urandom(4)
+            await stream.write(struct.pack("!BB", 0x8A, 0x80 | len(payload)) + mask
+                               + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+class TestPingInterval:
+    """WS_PING_INTERVAL holds for one socket as for thousands: the round of pings is spread over
+    the interval, and a socket alone is not pinged at every tick of it."""
+
+    INTERVAL = 2.0
+
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"ws_ping_interval": self.INTERVAL}
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_a_silent_peer_gets_its_first_ping_after_an_interval_and_is_dropped_after_two(
+            self, server):
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        silent = await _raw_upgrade(server.port)
+        frames = await _server_frames(silent, answer_pings=False,
+                                      until=opened + 5 * self.INTERVAL)
+        silent.close()
+        pings = [at - opened for at, opcode in frames if opcode == 0x9]
+        assert frames and frames[-1][1] is None, "the silent peer was never dropped"
+        dropped = frames[-1][0] - opened
+        assert len(pings) == 1, pings
+        assert pings[0] >= 0.9 * self.INTERVAL, pings
+        assert dropped >= 1.8 * self.INTERVAL, dropped
+        assert dropped - pings[0] >= 0.9 * self.INTERVAL, (pings, dropped)
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_a_peer_that_answers_is_pinged_once_per_interval_and_stays(self, server):
+        loop = asyncio.get_running_loop()
+        peer = await _raw_upgrade(server.port)
+        opened = loop.time()
+        frames = await _server_frames(peer, answer_pings=True, until=opened + 4.5 * self.INTERVAL)
+        pings = [at for at, opcode in frames if opcode == 0x9]
+        assert None not in [opcode for _, opcode in frames], "the answering peer was dropped"
+        assert 2 <= len(pings) <= 5, len(pings)
+        gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
+        assert min(gaps) >= 0.9 * self.INTERVAL, gaps
+        assert len(server.ctx.connections.sockets) == 1
+        peer.close()
 
 
 @pytest.mark.gen_test

@@ -4,12 +4,14 @@ from dataclasses import dataclass
 
 from .auth import AuthService
 from .db import Database
+from .embedded_supervisor import EmbeddedSupervisor
 from .posts import PostStore
 from .products import ProductStore
 from .metrics import Metrics
 from .notifications import NotificationService
 from .outbox import Outbox
 from .realtime.connections import Connections
+from .realtime.fanout import RedisFanout
 from .realtime.hub import Hub
 from .realtime.log import EventLog
 from .realtime.parked_poll import PollParking
@@ -35,6 +37,10 @@ class AppContext:
     inflight: int = 0
     metrics: "Metrics | None" = None
     parked_polls: PollParking | None = None
+    # The Redis fan-out between workers, when REDIS_URL is set (its state is in /health/ready).
+    fanout: "RedisFanout | None" = None
+    # The supervisor of the embedded FerretDB this process runs, if it runs one (for /health).
+    embedded: "EmbeddedSupervisor | None" = None
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:

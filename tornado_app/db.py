@@ -92,8 +92,12 @@ class Database:
                 info = await probe.admin.command("buildInfo")
                 is_ferretdb = "ferretdbVersion" in info
             except PyMongoError as exc:
-                log.warning("could not probe the database at start (%s); assuming MongoDB", exc)
-                is_ferretdb = False
+                # Unknown: written to as FerretDB (one write connection), which is correct on
+                # either; assuming MongoDB would let concurrent updates on FerretDB both succeed.
+                log.warning("could not probe the database at start (%s); writes go through one "
+                            "connection, as for FerretDB (restart once it answers for MongoDB's "
+                            "full write concurrency)", exc)
+                is_ferretdb = True
             finally:
                 await probe.close()
         # FerretDB applies an update as read-then-write: two connections updating one document
@@ -130,9 +134,11 @@ class Database:
         async for doc in events.find({"cid": {"$exists": False}}, {"_id": 1}):
             await events.update_one({"_id": doc["_id"]}, {"$set": {"cid": f"seq:{doc['_id']}"}})
 
-    async def ping(self) -> bool:
+    async def ping(self, via_reads: bool = False) -> bool:
+        """`via_reads`: through the read pool, not queued behind writes on FerretDB's one
+        write connection."""
         try:
-            await self.db.command("ping")
+            await (self.read_db if via_reads else self.db).command("ping")
             return True
         except PyMongoError:
             return False

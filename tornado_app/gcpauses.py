@@ -9,6 +9,8 @@ and every pause is timed, so /metrics shows what the collector costs.
 import gc
 import time
 
+from .metrics import generation_label
+
 YOUNG_THRESHOLD = 20_000
 
 
@@ -32,7 +34,7 @@ class GcPauses:
         self.total += pause
         self.longest = max(self.longest, pause)
         if self._histogram is not None:
-            self._histogram.labels(str(info.get("generation", ""))).observe(pause)
+            self._histogram.labels(generation_label(info.get("generation"))).observe(pause)
 
     def install(self) -> None:
         if self._callback not in gc.callbacks:

@@ -9,6 +9,7 @@ from tornado.netutil import bind_sockets
 from .app import make_app
 from .context import AppContext, build_context
 from .db import Database
+from .embedded_supervisor import EmbeddedSupervisor
 from .httpserver import CappedHTTPServer
 from .realtime.fanout import RedisFanout
 from .settings import Settings
@@ -20,12 +21,16 @@ log = logging.getLogger(__name__)
 TORNADO_MAX_BODY = 1 << 40
 MAINTENANCE_INTERVAL = 60.0
 LOG_WATCH_INTERVAL = 2.0
+HANG_MIN_SECONDS = 10.0
+HANG_DB_TIMEOUTS = 5
 
 
 class Server:
     def __init__(self, settings: Settings, mongodb_uri: str, jwt_secret: str,
-                 is_ferretdb: bool | None = None):
+                 is_ferretdb: bool | None = None, embedded=None):
         self.settings = settings
+        # The embedded FerretDB this process started (run.py), which it restarts if it dies.
+        self.embedded = embedded
         self.mongodb_uri = mongodb_uri
         self.jwt_secret = jwt_secret
         self.is_ferretdb = is_ferretdb
@@ -40,13 +45,21 @@ class Server:
         db = await Database.connect(self.mongodb_uri, settings.mongodb_db, settings.db_timeout,
                                     self.is_ferretdb)
         self.ctx = ctx = build_context(settings, db, self.jwt_secret)
+        if self.embedded is not None:
+            # A FerretDB silent for this long is taken for hung: every call to it has failed
+            # with DB_TIMEOUT several times over by then.
+            ctx.embedded = EmbeddedSupervisor(
+                self.embedded, ping=lambda: db.ping(via_reads=True),
+                hang_seconds=max(HANG_MIN_SECONDS, HANG_DB_TIMEOUTS * settings.db_timeout))
+            self._tasks.append(asyncio.create_task(ctx.embedded.run()))
         try:
             await self._prepare_database()
         except Exception as exc:  # the database may come up after us: keep trying
             log.warning("database not ready at start (%s); retrying in the background", exc)
             self._tasks.append(asyncio.create_task(self._prepare_until_done()))
         if settings.redis_url:
-            self.fanout = RedisFanout(settings.redis_url, ctx.hub)
+            self.fanout = ctx.fanout = RedisFanout(settings.redis_url, ctx.hub)
+            ctx.metrics.watch_fanout(self.fanout)
             ctx.events.add_listener(self.fanout.publish)
             self.fanout.start()
         ctx.connections.start()

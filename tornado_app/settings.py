@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     ws_max_subscriptions: int = Field(100, ge=1)
     ws_max_pending_bytes: int = Field(1024 * 1024, ge=1024)
     redis_url: str | None = None
+    # `--workers N > 1` on FerretDB is refused: its updates are read-then-write, and only one
+    # process can keep them to one connection. This lets it start anyway, for read-only load
+    # (the benchmark's multi-worker scenario); concurrent updates of one document may then both
+    # succeed (a stock oversold).
+    allow_unsafe_multiworker_ferretdb: bool = False
     shutdown_timeout: float = Field(10.0, gt=0)
 
     # Seconds a connection may sit idle (also the limit for sending request headers), and for

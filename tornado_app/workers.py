@@ -13,11 +13,15 @@ import time
 
 from tornado.netutil import bind_sockets
 
+from .embedded import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
-def run_workers(count: int, settings, serve) -> int:
-    """`serve(sockets)` is the coroutine function one worker runs until it is told to stop."""
+def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
+    """`serve(sockets)` is the coroutine function one worker runs until it is told to stop.
+    `on_other_exit(pid, exit_code, stopping)` hears of any other child that exits (the embedded
+    database), `stopping()` telling whether the parent is shutting down."""
     sockets = bind_sockets(settings.port, settings.host)
     children: dict[int, int] = {}
     stopping = False
@@ -27,6 +31,9 @@ def run_workers(count: int, settings, serve) -> int:
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # A worker whose parent is gone (killed) shuts down: nobody would restart it or
+            # stop it, and it would hold the port.
+            die_with_parent(signal.SIGTERM)
             code = 0
             try:
                 asyncio.run(serve(sockets))
@@ -61,9 +68,11 @@ def run_workers(count: int, settings, serve) -> int:
         except InterruptedError:
             continue
         index = children.pop(pid, None)
-        if index is None:
-            continue
         code = os.waitstatus_to_exitcode(status)
+        if index is None:
+            if on_other_exit is not None:
+                on_other_exit(pid, code, lambda: stopping)
+            continue
         if not stopping and code != 0:
             failures += 1
             log.warning("worker %d exited with %d; starting it again", index, code)

@@ -20,6 +20,7 @@ class Connections:
         self._heartbeat: PeriodicCallback | None = None
         self._round: list = []  # sockets still to ping in this heartbeat round
         self._per_tick = 0
+        self._tick = 0  # ticks into the current heartbeat round
 
     def count(self) -> int:
         return len(self.sockets) + len(self.polls) + len(self.streams)
@@ -28,22 +29,26 @@ class Connections:
         # One timer for every SSE stream, not one per connection.
         self._keepalive = PeriodicCallback(self._sse_keepalive, SSE_KEEPALIVE_SECONDS * 1000)
         self._keepalive.start()
-        # One timer pings every WebSocket; a peer that has not answered the previous round's
-        # ping by the next round is dead and is dropped.
-        # The round is spread over HEARTBEAT_STEPS ticks, so 19,000 pings (and their pongs) do
-        # not all land in one turn of the loop.
+        # One timer pings every WebSocket, each once per WS_PING_INTERVAL. A round takes
+        # HEARTBEAT_STEPS ticks whatever the number of sockets (a share of them per tick, so
+        # 19,000 pings and their pongs do not all land in one turn of the loop); with a single
+        # socket the other ticks simply have nothing to do.
         self._heartbeat = PeriodicCallback(self._ws_heartbeat,
                                            self.ws_ping_interval * 1000 / HEARTBEAT_STEPS)
         self._heartbeat.start()
 
     def _ws_heartbeat(self) -> None:
-        if not self._round:
+        if self._tick == 0:
             self._round = list(self.sockets)
             self._per_tick = -(-len(self._round) // HEARTBEAT_STEPS)
+        self._tick = (self._tick + 1) % HEARTBEAT_STEPS
+        if not self._round:
+            return
         batch = self._round[-self._per_tick:]
         del self._round[-self._per_tick:]
+        now = asyncio.get_running_loop().time()
         for socket in batch:
-            socket.heartbeat()
+            socket.heartbeat(now, self.ws_ping_interval)
 
     def _sse_keepalive(self) -> None:
         for stream in tuple(self.streams):

@@ -24,6 +24,7 @@ CLOSE_TIMEOUT = 5.0  # how long a close we started waits for the peer's close fr
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PING_FRAME = b"\x89\x00"  # an empty ping, the same bytes for every connection
+PING_SLACK = 0.95  # of the ping interval, for timer jitter
 
 OPEN, CLOSE_SENT, FLUSH_THEN_CLOSE, CLOSED = range(4)
 
@@ -73,7 +74,7 @@ class WebSocketConnection:
     """
 
     __slots__ = ("sock", "fd", "loop", "state", "inbuf", "outbuf", "fragments", "fragment_op",
-                 "busy", "awaiting_pong", "close_timer", "max_message", "max_pending",
+                 "busy", "awaiting_pong", "pinged_at", "close_timer", "max_message", "max_pending",
                  "close_code")
 
     def __init__(self, sock, max_message: int, max_pending: int):
@@ -87,6 +88,9 @@ class WebSocketConnection:
         self.fragment_op = 0
         self.busy = False
         self.awaiting_pong = False
+        # When the last ping went out; the opening handshake counts as one, so the first ping
+        # comes an interval after the connection opened, not at once.
+        self.pinged_at = self.loop.time()
         self.close_timer = None
         self.max_message = max_message
         self.max_pending = max_pending
@@ -351,15 +355,25 @@ class WebSocketConnection:
             pass
         self.on_closed()
 
-    def heartbeat(self) -> None:
-        """One ping per heartbeat round; a peer that let a whole round pass without a frame is
-        dropped (no close handshake to wait for from a peer that is gone)."""
+    def heartbeat(self, now: float, interval: float) -> None:
+        """Called once per heartbeat round. A ping at most once per `interval`; a peer that let
+        a whole interval pass after a ping without sending any frame is dropped (no close
+        handshake to wait for from a peer that is gone).
+
+        Times, not rounds, decide: a socket's place in the round moves as others come and go,
+        so two of its turns may be closer together than the interval."""
         if self.state != OPEN:
+            return
+        # A little slack for timer jitter: turns of a socket whose place did not move are one
+        # interval apart, give or take a few ms.
+        due = self.pinged_at + interval * PING_SLACK
+        if now < due:
             return
         if self.awaiting_pong:
             self.abort()
             return
         self.awaiting_pong = True
+        self.pinged_at = now
         self._write_raw(PING_FRAME)
 
     # --- for subclasses ----------------------------------------------------------------------

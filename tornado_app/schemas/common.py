@@ -38,6 +38,7 @@ class Page(BaseModel, Generic[T]):
 class HealthStatus(BaseModel):
     status: str
     database: str | None = None
+    redis: str | None = None
 
 
 class ErrorDetail(BaseModel):
