@@ -300,8 +300,10 @@ def test_database_paused_past_db_timeout_a_503_changed_nothing(own_ferretdb, tmp
 
 def test_two_workers_under_600_concurrent_writes_a_503_changed_nothing(
         mongodb_uri, db_name, tmp_path, db_client, redis_server):  # noqa: F811
+    # Inserts only: safe on FerretDB with several workers (the opt-in is for such load).
     server = ServerProcess(mongodb_uri, db_name, tmp_path / "w", args=["--workers", "2"],
-                           REDIS_URL=redis_server.url).start()
+                           REDIS_URL=redis_server.url,
+                           ALLOW_UNSAFE_MULTIWORKER_FERRETDB="1").start()
     try:
         _, user, _, _ = _setup(server)
         answers = {}
