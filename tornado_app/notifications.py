@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from .clock import iso, utcnow
 from .errors import not_found, validation_error
 from .ids import parse_id
-from .outbox import Resource, entry
+from .outbox import LIVE, Resource, entry
 from .pagination import fetch_page
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class NotificationService:
 
     async def get_for(self, user: dict, notification_id: str) -> dict:
         oid = parse_id(notification_id)
-        doc = oid and await self.notifications.find_one({"_id": oid})
+        doc = oid and await self.notifications.find_one({"_id": oid, **LIVE})
         # Someone else's notification is not found rather than forbidden: ids reveal nothing.
         if not doc or (user["role"] != "admin" and doc["user_id"] != user["_id"]):
             raise not_found("notification")

@@ -14,6 +14,7 @@ from bson import ObjectId
 
 from .errors import validation_error
 from .ids import parse_id
+from .outbox import LIVE
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def keyset_filter(field: str, descending: bool, after) -> dict:
 
 async def fetch_page(collection, query: dict, *, field: str, descending: bool, limit: int,
                      cursor: str | None, order: str) -> Page:
+    # Never tombstones or fence placeholders (tornado_app/outbox.py).
+    query = {**query, **LIVE}
     if cursor:
         after = keyset_filter(field, descending, decode_cursor(cursor, order, field))
         query = {"$and": [query, after]} if query else after

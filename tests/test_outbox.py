@@ -1,0 +1,116 @@
+"""The outbox's pieces on a real database: what a process that died half-way leaves behind, and
+what the next one (or a second offer of the same change) makes of it."""
+
+import pytest
+from bson import ObjectId
+
+from tests.realtime_helpers import create_posts
+from tornado_app.clock import utcnow
+from tornado_app.outbox import entry
+from tornado_app.posts import comment_public, post_public
+
+
+async def _events(server, type_=None):
+    query = {"type": type_} if type_ else {}
+    return await server.ctx.db["events"].find(query).sort("_id", 1).to_list(None)
+
+
+async def _post_left_pending(server, title="left behind") -> dict:
+    """A post stored with its event still pending: the process died right after the write."""
+    now = utcnow()
+    user = await server.ctx.db["users"].find_one({})
+    doc = {"_id": ObjectId(), "title": title, "content": "x", "tags": [],
+           "author_id": user["_id"], "author_username": user["username"], "comment_count": 0,
+           "version": 1, "created_at": now, "updated_at": now}
+    doc["_outbox"] = [entry("posts", "post.created", post_public(doc), doc["_id"])]
+    await server.ctx.db["posts"].insert_one(doc)
+    return doc
+
+
+@pytest.mark.gen_test
+async def test_the_sweep_stores_an_event_a_dead_process_left_pending(api, server):
+    await api.user_token()
+    doc = await _post_left_pending(server)
+    assert await server.ctx.outbox.sweep() == 1
+    (event,) = await _events(server, "post.created")
+    assert event["data"]["id"] == str(doc["_id"]) and event["cid"] == doc["_id"]
+    assert (await server.ctx.db["posts"].find_one({"_id": doc["_id"]}))["_outbox"] == []
+
+
+@pytest.mark.gen_test
+async def test_a_change_offered_twice_has_one_event(api, server):
+    await api.user_token()
+    doc = await _post_left_pending(server)
+    # Two offers from the same (now stale) image: a request and a sweep, or two workers.
+    await server.ctx.outbox.flush("posts", doc)
+    await server.ctx.outbox.flush("posts", doc)
+    await server.ctx.outbox.sweep()
+    assert len(await _events(server, "post.created")) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_comment_offered_twice_is_counted_once(api, server):
+    token = await api.user_token()
+    await create_posts(api, token, 1)
+    post = await server.ctx.db["posts"].find_one({})
+    comment = {"_id": ObjectId(), "post_id": post["_id"], "body": "hi",
+               "author_id": post["author_id"], "author_username": "alice",
+               "created_at": utcnow()}
+    comment["_outbox"] = [entry(f"post:{post['_id']}", "comment.created",
+                                comment_public(comment), comment["_id"], count=1)]
+    await server.ctx.db["comments"].insert_one(comment)
+    await server.ctx.outbox.flush("comments", comment)
+    await server.ctx.outbox.flush("comments", comment)  # stale: already counted and popped
+    response = await api.get(f"/api/v1/posts/{post['_id']}")
+    assert response.json["comment_count"] == 1
+    assert len(await _events(server, "comment.created")) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_comment_left_pending_on_a_deleted_post_is_void(api, server):
+    token = await api.user_token()
+    await create_posts(api, token, 1)
+    post = await server.ctx.db["posts"].find_one({})
+    comment = {"_id": ObjectId(), "post_id": post["_id"], "body": "late",
+               "author_id": post["author_id"], "author_username": "alice",
+               "created_at": utcnow()}
+    comment["_outbox"] = [entry(f"post:{post['_id']}", "comment.created",
+                                comment_public(comment), comment["_id"], count=1)]
+    assert (await api.delete(f"/api/v1/posts/{post['_id']}", token=token)).code == 204
+    await server.ctx.db["comments"].insert_one(comment)
+    await server.ctx.outbox.sweep()
+    assert await server.ctx.db["comments"].count_documents({}) == 0
+    assert await _events(server, "comment.created") == []
+
+
+@pytest.mark.gen_test
+async def test_a_tombstone_is_never_shown(api, server):
+    token = await api.user_token()
+    await create_posts(api, token, 2)
+    gone = await server.ctx.db["posts"].find_one({"title": "post 0"})
+    # A deletion whose event is still pending: the process died after the tombstone.
+    await server.ctx.db["posts"].update_one(
+        {"_id": gone["_id"]},
+        {"$set": {"_gone": True, "_gone_at": utcnow()},
+         "$push": {"_outbox": entry("posts", "post.deleted", {"id": str(gone["_id"])},
+                                    cascade=True)}})
+    assert (await api.get(f"/api/v1/posts/{gone['_id']}")).code == 404
+    titles = [item["title"] for item in (await api.get("/api/v1/posts")).json["items"]]
+    assert titles == ["post 1"]
+    await server.ctx.outbox.sweep()
+    assert await server.ctx.db["posts"].find_one({"_id": gone["_id"]}) is None
+    assert len(await _events(server, "post.deleted")) == 1
+
+
+@pytest.mark.gen_test
+async def test_events_of_one_resource_follow_its_versions(api, server):
+    token = await api.user_token()
+    await create_posts(api, token, 1)
+    post_id = (await api.get("/api/v1/posts")).json["items"][0]["id"]
+    responses = [api.patch(f"/api/v1/posts/{post_id}", {"title": f"v{n}"}, token=token)
+                 for n in range(10)]
+    for response in responses:
+        assert (await response).code == 200
+    versions = [event["data"]["version"] for event in await _events(server)
+                if event["data"].get("id") == post_id]
+    assert versions == sorted(versions) and len(versions) == 11
