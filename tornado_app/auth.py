@@ -48,13 +48,15 @@ class AuthService:
 
     async def login(self, login: str, password: str) -> dict:
         user = await self.users.find_by_login(login)
+        # Unknown logins are throttled under their own name, exactly like real ones: the answers
+        # do not tell which usernames exist.
         throttle_key = user["username_key"] if user else login.lower()
-        await self._check_throttle(throttle_key)
+        window = await self._reserve_attempt(throttle_key)
         if not await self.hasher.verify(password, user["password_hash"] if user else None):
-            await self._record_failure(throttle_key)
+            # The reserved attempt stays counted: that is the failure.
             raise ApiError(401, "invalid_credentials", "wrong username or password",
                            headers={"WWW-Authenticate": "Bearer"})
-        await self.failures.delete_one({"_id": throttle_key})
+        await self._release_attempt(throttle_key, window)
         return await self._start_family(user)
 
     async def refresh(self, refresh_token: str) -> dict:
@@ -144,27 +146,46 @@ class AuthService:
         return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
                 "expires_in": self.tokens.access_ttl}
 
-    async def _check_throttle(self, key: str) -> None:
-        doc = await self.failures.find_one({"_id": key})
-        if doc is None or doc["count"] < self.max_failures:
-            return
-        retry_after = (doc["window_start"] + timedelta(seconds=self.window) - utcnow()).total_seconds()
-        if retry_after > 0:
-            raise ApiError(429, "rate_limited", "too many failed logins, try again later",
-                           headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})
+    async def _reserve_attempt(self, key: str):
+        """Counts this attempt against the key's window before the password is checked, or
+        answers 429 when the window is full; returns the window's start.
 
-    async def _record_failure(self, key: str) -> None:
-        now = utcnow()
-        window_open = now - timedelta(seconds=self.window)
-        # One atomic $inc while the window is open; a new window otherwise.
-        counted = await self.failures.update_one(
-            {"_id": key, "window_start": {"$gt": window_open}}, {"$inc": {"count": 1}})
-        if counted.matched_count:
-            return
-        try:
-            await self.failures.update_one(
-                {"_id": key, "window_start": {"$lte": window_open}},
-                {"$set": {"count": 1, "window_start": now}}, upsert=True)
-        except DuplicateKeyError:
-            # Another request opened the window first: count into it.
-            await self.failures.update_one({"_id": key}, {"$inc": {"count": 1}})
+        Checking first and counting after the (slow) hash let any number of concurrent guesses
+        through. Here each attempt takes a slot with one atomic conditional update, so however
+        the guesses are timed, at most `max_failures` of them per window reach the hasher.
+        """
+        for _ in range(3):
+            now = utcnow()
+            window_open = now - timedelta(seconds=self.window)
+            # A slot in the open window, if one is left.
+            doc = await self.failures.find_one_and_update(
+                {"_id": key, "window_start": {"$gt": window_open},
+                 "count": {"$lt": self.max_failures}},
+                {"$inc": {"count": 1}})
+            if doc is not None:
+                return doc["window_start"]
+            # No window, or only a past one: this attempt opens a new one.
+            try:
+                await self.failures.update_one(
+                    {"_id": key, "window_start": {"$lte": window_open}},
+                    {"$set": {"count": 1, "window_start": now}}, upsert=True)
+                return now
+            except DuplicateKeyError:
+                pass  # the window is open: full, or opened just now by a concurrent attempt
+            doc = await self.failures.find_one({"_id": key})
+            if doc is not None and doc["count"] >= self.max_failures \
+                    and doc["window_start"] > window_open:
+                retry_after = (doc["window_start"] + timedelta(seconds=self.window)
+                               - now).total_seconds()
+                raise ApiError(429, "rate_limited", "too many failed logins, try again later",
+                               headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})
+        # The window kept changing under us: count it as full rather than let a guess through.
+        raise ApiError(429, "rate_limited", "too many failed logins, try again later",
+                       headers={"Retry-After": "1"})
+
+    async def _release_attempt(self, key: str, window_start) -> None:
+        """A successful login gives its slot back (in the window it was taken from); the
+        failures before it still count until that window ends, as the contract says."""
+        await self.failures.update_one(
+            {"_id": key, "window_start": window_start, "count": {"$gt": 0}},
+            {"$inc": {"count": -1}})
