@@ -1,9 +1,11 @@
 """Server-Sent Events `/api/v1/stream`."""
 
 import asyncio
+import json
 
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
+from tornado_app.realtime.channels import disallowed
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
 
@@ -19,6 +21,9 @@ class StreamHandler(BaseHandler):
         super().initialize(**kwargs)
         self.subscription = None
         self._done = None
+        # For realtime.grants, while a private channel is streamed: the token's family and exp.
+        self.family = None
+        self.expires = None
 
     @operation(summary="Server-Sent Events stream of events", query=StreamQuery,
                responses={200: None}, stream=True, auth="optional", errors=(403, 410),
@@ -41,6 +46,10 @@ class StreamHandler(BaseHandler):
         self._done = asyncio.get_running_loop().create_future()
         self.subscription = Subscription(self.ctx.hub, self._send_record)
         self.ctx.connections.streams.add(self)
+        if self.user is not None and disallowed(None, channels)[1]:
+            # Private channels: the stream lasts only as long as the right to read them.
+            self.family, self.expires = self.token_family, self.token_expires
+            self.ctx.grants.add(self)
         self.write(b": connected\n\n")
         self.flush()
         await self.subscription.add(channels, since)
@@ -52,6 +61,26 @@ class StreamHandler(BaseHandler):
 
     def _send_record(self, record) -> None:
         self._write(record.sse)
+
+    def grant_lost(self, code: str, message: str) -> None:
+        self._end_with_error(code, message, disallowed(None, self.subscription.channels)[1])
+
+    def grant_changed(self, user: dict) -> None:
+        code, channels = disallowed(user, self.subscription.channels)
+        if channels:
+            self._end_with_error(code, "no longer allowed to read " + ", ".join(channels),
+                                 channels)
+        else:
+            self.user = user
+
+    def _end_with_error(self, code: str, message: str, channels: list[str]) -> None:
+        """An SSE stream cannot drop part of what it was opened for: it says why and ends; the
+        client reconnects with a valid token (and Last-Event-ID) or without those channels."""
+        self.subscription.close()  # nothing more goes out, not even an event already queued
+        self._write(b"event: error\ndata: " + json.dumps(
+            {"code": code, "message": message, "channels": channels},
+            separators=(",", ":")).encode() + b"\n\n")
+        self.end()
 
     def keepalive(self) -> None:
         self._write(b": keep-alive\n\n")
@@ -77,6 +106,7 @@ class StreamHandler(BaseHandler):
         if self.subscription is not None:
             self.subscription.close()
         self.ctx.connections.streams.discard(self)
+        self.ctx.grants.discard(self)
 
     def on_connection_close(self) -> None:
         super().on_connection_close()

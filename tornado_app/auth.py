@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .clock import utcnow
 from .errors import ApiError, unauthorized
-from .security import PasswordHasher, TokenService
+from .security import PasswordHasher, TokenClaims, TokenService
 from .users import UserStore
 
 AUTH_CACHE_SECONDS = 2.0
@@ -37,6 +37,7 @@ class AuthService:
         self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
         users.on_change.append(self._forget_user)
+        self.on_revoke = []  # callbacks(family) once a family is revoked
 
     async def register(self, username: str, email: str, password: str, role: str = "user") -> dict:
         # Checked first only to spare the bcrypt work; the unique indexes are what guarantee it.
@@ -86,25 +87,33 @@ class AuthService:
         for key in [key for key in self._recent if key[0] == family]:
             del self._recent[key]
         await self.families.update_one({"_id": family}, {"$set": {"revoked": True}})
+        for callback in self.on_revoke:
+            callback(family)
 
     async def authenticate(self, access_token: str) -> tuple[dict, str]:
-        """The user an access token belongs to, and its family; 401 if anything is off.
+        """The user an access token belongs to, and its family; 401 if anything is off."""
+        user, claims = await self.authenticate_claims(access_token)
+        return user, claims.fam
+
+    async def authenticate_claims(self, access_token: str) -> tuple[dict, TokenClaims]:
+        """The user an access token belongs to, and the token's claims; 401 if anything is off.
 
         A successful lookup is reused for AUTH_CACHE_SECONDS, and concurrent lookups of one
         family share a single query. Revocation and role changes made through this process take
-        effect at once; made through another worker, within AUTH_CACHE_SECONDS.
+        effect at once; made through another worker, within AUTH_CACHE_SECONDS. (Open
+        connections are re-checked by realtime.grants.)
         """
         claims = self.tokens.decode(access_token, "access")
         key = (claims.fam, claims.sub)
         recent = self._recent.get(key)
         if recent is not None and recent[0] > time.monotonic():
-            return recent[1], claims.fam
+            return recent[1], claims
         lookup = self._lookups.get(key)
         if lookup is None:
             lookup = asyncio.ensure_future(self._lookup(*key))
             self._lookups[key] = lookup
             lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
-        return await asyncio.shield(lookup), claims.fam
+        return await asyncio.shield(lookup), claims
 
     async def _lookup(self, family_id: str, user_id: str) -> dict:
         family = await self.families.find_one({"_id": family_id}, {"revoked": 1, "user_id": 1})

@@ -9,6 +9,7 @@ from .products import ProductStore
 from .metrics import Metrics
 from .notifications import NotificationService
 from .realtime.connections import Connections
+from .realtime.grants import GrantCheck
 from .realtime.hub import Hub
 from .realtime.log import EventLog
 from .realtime.parked_poll import PollParking
@@ -33,6 +34,7 @@ class AppContext:
     inflight: int = 0
     metrics: "Metrics | None" = None
     parked_polls: PollParking | None = None
+    grants: GrantCheck | None = None
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:
@@ -51,4 +53,9 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
                      connections=Connections(settings.ws_ping_interval))
     ctx.metrics = Metrics(ctx)
     ctx.parked_polls = PollParking(hub, ctx.connections, ctx.metrics)
+    ctx.grants = GrantCheck(db, settings.auth_recheck_interval)
+    ctx.parked_polls.grants = ctx.grants
+    # Revocations and role changes made by this process reach its connections at once.
+    auth.on_revoke.append(ctx.grants.check_soon)
+    users.on_change.append(ctx.grants.check_soon)
     return ctx

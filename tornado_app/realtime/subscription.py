@@ -25,7 +25,9 @@ class Subscription:
     def deliver(self, record) -> None:
         if self.queue is not None:
             self.queue.append(record)
-        elif record.seq > self.cursor:
+        elif record.seq > self.cursor and record.channel in self.channels:
+            # The channel check: a fan-out spread over several turns of the loop still holds
+            # a subscriber that has left the channel meanwhile (its right to read it ended).
             self.cursor = record.seq
             self.sink(record)
 
@@ -58,7 +60,8 @@ class Subscription:
                 for record in page:
                     if self.queue is None:
                         return  # closed during the replay
-                    self.sink(record)
+                    if record.channel in self.channels:  # not left during the replay
+                        self.sink(record)
                 if len(page) < REPLAY_PAGE:
                     break
                 after = page[-1].seq
