@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from pymongo.errors import DuplicateKeyError
 
+from . import grant_changes
 from .clock import utcnow
 from .errors import ApiError, unauthorized
 from .security import PasswordHasher, TokenClaims, TokenService
@@ -25,6 +26,7 @@ AUTH_CACHE_SIZE = 50_000
 class AuthService:
     def __init__(self, db, users: UserStore, hasher: PasswordHasher, tokens: TokenService,
                  max_failures: int, window: int):
+        self.db = db
         self.families = db["token_families"]
         self.failures = db["login_failures"]
         self.users = users
@@ -86,9 +88,14 @@ class AuthService:
     async def revoke_family(self, family: str) -> None:
         for key in [key for key in self._recent if key[0] == family]:
             del self._recent[key]
-        await self.families.update_one({"_id": family}, {"$set": {"revoked": True}})
-        for callback in self.on_revoke:
-            callback(family)
+        revoked = await self.families.update_one({"_id": family, "revoked": False},
+                                                 {"$set": {"revoked": True}})
+        if revoked.matched_count:
+            # News for the open connections of every worker (realtime.grants); once per family,
+            # however often a leaked refresh token is replayed.
+            await grant_changes.record(self.db, family=family)
+            for callback in self.on_revoke:
+                callback(family)
 
     async def authenticate(self, access_token: str) -> tuple[dict, str]:
         """The user an access token belongs to, and its family; 401 if anything is off."""
@@ -136,6 +143,7 @@ class AuthService:
         done = await self.families.delete_many({"expires_at": {"$lt": now}})
         stale = now - timedelta(seconds=self.window)
         await self.failures.delete_many({"window_start": {"$lt": stale}})
+        await grant_changes.purge(self.db)
         return done.deleted_count
 
     async def _start_family(self, user: dict) -> dict:

@@ -1,19 +1,20 @@
 """Open connections keep only the rights their user still has.
 
 A WebSocket, an SSE stream or a parked long-poll is authorized once, when it starts; afterwards
-its token may be revoked (logout, a reused refresh token), its user demoted or deleted, or the
-token may simply expire. Each of these connections is a *holder* here, with `user`, `family`
-(its token's family) and `expires` (its token's exp). Every AUTH_RECHECK_INTERVAL seconds one
-process-wide pass reads, in a few batched queries, the current state of every family and user
-that holders use, and tells each holder what changed:
+its token may be revoked (logout, a reused refresh token), its user demoted, or the token may
+simply expire. Each of these connections is a *holder* here, with `user`, `family` (its token's
+family) and `expires` (its token's exp). Every AUTH_RECHECK_INTERVAL seconds one process-wide
+pass
+- ends the rights of holders whose token has expired (no query), and
+- reads the news of revoked families and changed roles (tornado_app/grant_changes.py: one
+  small query, whatever the number of connections) and tells the holders concerned:
+  `holder.grant_lost(code, message)` when the token is no longer good,
+  `holder.grant_changed(user)` when the user's role changed.
 
-- `holder.grant_lost(code, message)`: the token is no longer good (revoked, expired, user gone);
-- `holder.grant_changed(user)`: the user is still authenticated but their document (role)
-  changed.
-
-The holder then drops whatever it may no longer read. The state comes from the database, not
-from this process's memory, so a logout or a role change made through any worker reaches the
-connections of every worker. Changes made through this process are checked at once.
+The news comes from the database, not from this process's memory, so a logout or a role change
+made through any worker reaches the connections of every worker; changes made through this
+process are read at once. A worker that could not read the news for longer than it is kept
+re-checks each of its holders' family and user by id instead.
 
 Nothing is kept per connection but the holder's place in one set: no timer, no task.
 """
@@ -21,13 +22,18 @@ Nothing is kept per connection but the holder's place in one set: no timer, no t
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
+from .. import grant_changes
+from ..clock import utcnow
 from ..db import is_unavailable
+from ..ids import parse_id
 
 log = logging.getLogger(__name__)
 
-# Ids per query: a few hundred keeps each `$in` cheap for the database and the reply small.
-QUERY_BATCH = 500
+# News is read again for this long after it was first due: a write that commits a little after
+# the time it carries, or a worker whose clock is a little behind, is still heard.
+OVERLAP_SECONDS = 30.0
 
 
 class GrantCheck:
@@ -39,6 +45,8 @@ class GrantCheck:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._failing = False
+        self._read_since = utcnow()  # news from here on (less the overlap) is read next
+        self._read_at = time.monotonic()  # when news was last read
 
     def add(self, holder) -> None:
         self.holders.add(holder)
@@ -86,42 +94,68 @@ class GrantCheck:
                         log.exception("re-checking open connections' rights failed")
 
     async def check(self) -> None:
-        """One pass over every holder: expiry first (no query), then revocation and role."""
+        """One pass: expiry first (no query), then the news of revocations and role changes."""
         now = time.time()
         for holder in [h for h in self.holders if h.expires is not None and h.expires <= now]:
             self._lose(holder, "unauthorized", "the access token has expired")
-        # Who used which family and user when the queries went out: a holder that
-        # re-authenticates meanwhile is judged next time, on its new token.
-        snapshot = [(holder, holder.family, holder.user["_id"]) for holder in self.holders]
-        if snapshot:
-            families = await self._fetch("token_families", {family for _, family, _ in snapshot},
-                                         {"revoked": 1, "user_id": 1})
-            users = await self._fetch("users", {user_id for _, _, user_id in snapshot},
-                                      {"password_hash": 0})
-            for holder, family_id, user_id in snapshot:
-                if holder not in self.holders or holder.family != family_id:
-                    continue
-                family = families.get(family_id)
-                user = users.get(user_id)
-                if family is None or family.get("revoked") or \
-                        family.get("user_id") != str(user_id):
-                    self._lose(holder, "unauthorized", "the access token has been revoked")
-                elif user is None:
-                    self._lose(holder, "unauthorized", "the user no longer exists")
-                elif user.get("role") != holder.user.get("role"):
-                    holder.grant_changed(user)
+        started, started_at = utcnow(), time.monotonic()
+        missed = started_at - self._read_at > grant_changes.RETAIN_SECONDS - OVERLAP_SECONDS
+        families, user_ids = set(), set()
+        since = self._read_since - timedelta(seconds=OVERLAP_SECONDS)
+        async for news in self.db.read(grant_changes.COLLECTION).find({"at": {"$gte": since}}):
+            if "family" in news:
+                families.add(news["family"])
+            if "user_id" in news:
+                user_ids.add(news["user_id"])
+        if missed:
+            # Some news may have been purged unread: every holder is checked by id.
+            await self._check_each()
+        elif families or user_ids:
+            await self._apply(families, user_ids)
+        self._read_since, self._read_at = started, started_at
         self.checks += 1
+
+    async def _apply(self, families: set, user_ids: set) -> None:
+        users = {}
+        for user_id in user_ids:
+            oid = parse_id(user_id)
+            users[user_id] = oid and await self.db.read("users").find_one(
+                {"_id": oid}, {"password_hash": 0})
+        # After the queries: a holder that authenticated again meanwhile is judged on its
+        # current token.
+        for holder in list(self.holders):
+            user_id = str(holder.user["_id"])
+            if holder.family in families:
+                self._lose(holder, "unauthorized", "the access token has been revoked")
+            elif user_id in users:
+                self._judge(holder, None, users[user_id])
+
+    async def _check_each(self) -> None:
+        """Every holder's family and user, each read by id (the one lookup FerretDB serves
+        from an index)."""
+        snapshot = [(holder, holder.family, holder.user["_id"]) for holder in self.holders]
+        families, users = {}, {}
+        for _, family_id, user_id in snapshot:
+            if family_id not in families:
+                families[family_id] = await self.db.read("token_families").find_one(
+                    {"_id": family_id}, {"revoked": 1, "user_id": 1})
+            if user_id not in users:
+                users[user_id] = await self.db.read("users").find_one(
+                    {"_id": user_id}, {"password_hash": 0})
+        for holder, family_id, user_id in snapshot:
+            if holder in self.holders and holder.family == family_id:
+                self._judge(holder, families[family_id], users[user_id])
+
+    def _judge(self, holder, family: dict | None, user: dict | None) -> None:
+        """`family` None: not looked at (only the user changed)."""
+        if family is not None and (family.get("revoked")
+                                   or family.get("user_id") != str(holder.user["_id"])):
+            self._lose(holder, "unauthorized", "the access token has been revoked")
+        elif user is None:
+            self._lose(holder, "unauthorized", "the user no longer exists")
+        elif user.get("role") != holder.user.get("role"):
+            holder.grant_changed(user)
 
     def _lose(self, holder, code: str, message: str) -> None:
         self.holders.discard(holder)
         holder.grant_lost(code, message)
-
-    async def _fetch(self, collection: str, ids: set, projection: dict) -> dict:
-        found = {}
-        ids = list(ids)
-        reader = self.db.read(collection)
-        for start in range(0, len(ids), QUERY_BATCH):
-            async for doc in reader.find({"_id": {"$in": ids[start:start + QUERY_BATCH]}},
-                                         projection):
-                found[doc["_id"]] = doc
-        return found
