@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import JWT_SECRET
 from tests.realtime_helpers import WsClient, publish, user_with_id, wait_until
 from tests.test_sse import SseClient
+from tornado_app.realtime.channels import disallowed
 from tornado_app.server import Server
 
 LOGOUT = "/api/v1/auth/logout"
@@ -214,3 +215,14 @@ class TestOtherWorker:
         frame = await ws.recv_until("error", timeout=10)
         assert (frame["code"], frame["channels"]) == ("forbidden", [f"user:{bob}"]), frame
         ws.close()
+
+
+@pytest.mark.parametrize("user, channels, expected", [
+    (None, ["posts", "user:" + "a" * 24], ("unauthorized", ["user:" + "a" * 24])),
+    ({"_id": "a" * 24, "role": "user"}, ["user:" + "a" * 24, "user:" + "b" * 24, "posts"],
+     ("forbidden", ["user:" + "b" * 24])),
+    ({"_id": "a" * 24, "role": "admin"}, ["user:" + "b" * 24], ("forbidden", [])),
+    (None, ["posts", "products"], ("unauthorized", [])),
+])
+def test_disallowed_names_the_private_channels_a_user_may_not_read(user, channels, expected):
+    assert disallowed(user, channels) == expected
