@@ -5,7 +5,7 @@ Why a collection of its own rather than asking the families and users collection
 open connection: FerretDB 1.24 answers only `_id` equality from an index; an `$in` over the
 families of a few thousand connections scans the whole collection once per batch (measured:
 about 25 s per pass for 10,000 connections over 30,000 families). This collection holds the
-last few minutes of changes, so reading all of it is one small scan per pass.
+last couple of minutes of changes, so reading all of it is one small scan per pass.
 """
 
 from datetime import timedelta
@@ -13,9 +13,12 @@ from datetime import timedelta
 from .clock import utcnow
 
 COLLECTION = "grant_changes"
-# How long news is kept. A worker that could not read it for longer than this (RETAIN minus
-# the readers' overlap) re-checks every connection it holds one by one instead.
-RETAIN_SECONDS = 300.0
+# How long news is kept (purged by the maintenance pass, every minute): every pass of every
+# worker reads all of it, so it is kept short. A worker that could not read it for longer than
+# this (less the readers' overlap) checks all its connections against the families and users
+# collections instead. Changes made to those collections by hand, outside the API, are not news:
+# insert `{"family": <id>, "at": <now>}` or `{"user_id": "<id>", "at": <now>}` here too.
+RETAIN_SECONDS = 120.0
 
 
 async def record(db, **what) -> None:
