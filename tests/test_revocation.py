@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import JWT_SECRET
 from tests.realtime_helpers import WsClient, publish, user_with_id, wait_until
 from tests.test_sse import SseClient
+from tornado_app import grant_changes
 from tornado_app.realtime.channels import disallowed
 from tornado_app.server import Server
 
@@ -226,3 +227,16 @@ class TestOtherWorker:
 ])
 def test_disallowed_names_the_private_channels_a_user_may_not_read(user, channels, expected):
     assert disallowed(user, channels) == expected
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_process_that_missed_the_news_checks_every_connection_afresh(api, server):
+    alice, token = await user_with_id(api, "alice")
+    ws = await _watching(server, token, [f"user:{alice}", "posts"])
+    # Revoked with no news left to read (as if purged while this process could not read it).
+    await server.ctx.db["token_families"].update_many({}, {"$set": {"revoked": True}})
+    server.ctx.grants.news_read_at -= grant_changes.RETAIN_SECONDS
+    server.ctx.grants.check_soon()
+    frame = await ws.recv_until("error")
+    assert (frame["code"], frame["channels"]) == ("unauthorized", [f"user:{alice}"]), frame
+    ws.close()

@@ -46,7 +46,7 @@ class GrantCheck:
         self._task: asyncio.Task | None = None
         self._failing = False
         self._read_since = utcnow()  # news from here on (less the overlap) is read next
-        self._read_at = time.monotonic()  # when news was last read
+        self.news_read_at = time.monotonic()  # when news was last read
 
     def add(self, holder) -> None:
         self.holders.add(holder)
@@ -99,7 +99,7 @@ class GrantCheck:
         for holder in [h for h in self.holders if h.expires is not None and h.expires <= now]:
             self._lose(holder, "unauthorized", "the access token has expired")
         started, started_at = utcnow(), time.monotonic()
-        missed = started_at - self._read_at > grant_changes.RETAIN_SECONDS - OVERLAP_SECONDS
+        missed = started_at - self.news_read_at > grant_changes.RETAIN_SECONDS - OVERLAP_SECONDS
         families, user_ids = set(), set()
         since = self._read_since - timedelta(seconds=OVERLAP_SECONDS)
         async for news in self.db.read(grant_changes.COLLECTION).find({"at": {"$gte": since}}):
@@ -112,7 +112,7 @@ class GrantCheck:
             await self._check_all()
         elif families or user_ids:
             await self._apply(families, user_ids)
-        self._read_since, self._read_at = started, started_at
+        self._read_since, self.news_read_at = started, started_at
         self.checks += 1
 
     async def _apply(self, families: set, user_ids: set) -> None:
