@@ -169,7 +169,8 @@ class AuthService:
 
         Checking first and counting after the (slow) hash let any number of concurrent guesses
         through. Here each attempt takes a slot with one atomic conditional update, so however
-        the guesses are timed, at most `max_failures` of them per window reach the hasher.
+        the guesses are timed, at most `max_failures` wrong ones per window reach the hasher
+        (a right one gives its slot back).
         """
         for _ in range(3):
             now = utcnow()
