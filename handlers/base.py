@@ -101,6 +101,7 @@ class BaseHandler(web.RequestHandler):
         self.ctx = self.application.settings["ctx"]
         self.user = None
         self.token_family = None
+        self.token_expires = None  # the access token's exp, for connections that outlive it
         self._chunks: list[bytes] = []
         self._received = 0
         self._too_large = False
@@ -258,7 +259,8 @@ class BaseHandler(web.RequestHandler):
             token = self.bearer_token()
             if token is None:
                 raise unauthorized()
-            self.user, self.token_family = await self.ctx.auth.authenticate(token)
+            self.user, claims = await self.ctx.auth.authenticate_claims(token)
+            self.token_family, self.token_expires = claims.fam, claims.exp
         return self.user
 
     async def require_admin(self) -> dict:

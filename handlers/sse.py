@@ -5,6 +5,7 @@ import json
 
 from tornado_app.errors import ApiError
 from tornado_app.openapi import operation
+from tornado_app.realtime.channels import disallowed
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
 
@@ -20,6 +21,9 @@ class StreamHandler(BaseHandler):
         super().initialize(**kwargs)
         self.subscription = None
         self._done = None
+        # For realtime.grants, while a private channel is streamed: the token's family and exp.
+        self.family = None
+        self.expires = None
 
     @operation(summary="Server-Sent Events stream of events", query=StreamQuery,
                responses={200: None}, stream=True, auth="optional", errors=(403, 410),
@@ -43,6 +47,10 @@ class StreamHandler(BaseHandler):
         self._done = asyncio.get_running_loop().create_future()
         self.subscription = Subscription(hub, self._send_record, self._log_replaced)
         self.ctx.connections.streams.add(self)
+        if self.user is not None and disallowed(None, channels)[1]:
+            # Private channels: the stream lasts only as long as the right to read them.
+            self.family, self.expires = self.token_family, self.token_expires
+            self.ctx.grants.add(self)
         self.set_header("Event-Epoch", hub.log.epoch or "")
         # The position first, as a message without an id (EventSource keeps its Last-Event-ID).
         position = {"epoch": hub.log.epoch, "cursor": hub.last_seq if since is None else since}
@@ -63,6 +71,26 @@ class StreamHandler(BaseHandler):
                  "state and reconnect without Last-Event-ID", "epoch": epoch,
                  "oldest_seq": oldest_seq}
         self._write(b"event: error\ndata: %s\n\n" % json.dumps(error).encode())
+        self.end()
+
+    def grant_lost(self, code: str, message: str) -> None:
+        self._end_with_error(code, message, disallowed(None, self.subscription.channels)[1])
+
+    def grant_changed(self, user: dict) -> None:
+        code, channels = disallowed(user, self.subscription.channels)
+        if channels:
+            self._end_with_error(code, "no longer allowed to read " + ", ".join(channels),
+                                 channels)
+        else:
+            self.user = user
+
+    def _end_with_error(self, code: str, message: str, channels: list[str]) -> None:
+        """An SSE stream cannot drop part of what it was opened for: it says why and ends; the
+        client reconnects with a valid token (and Last-Event-ID) or without those channels."""
+        self.subscription.close()  # nothing more goes out, not even an event already queued
+        self._write(b"event: error\ndata: " + json.dumps(
+            {"code": code, "message": message, "channels": channels},
+            separators=(",", ":")).encode() + b"\n\n")
         self.end()
 
     def keepalive(self) -> None:
@@ -89,6 +117,7 @@ class StreamHandler(BaseHandler):
         if self.subscription is not None:
             self.subscription.close()
         self.ctx.connections.streams.discard(self)
+        self.ctx.grants.discard(self)
 
     def on_connection_close(self) -> None:
         super().on_connection_close()

@@ -32,9 +32,10 @@ class EventsSocket(BaseHandler):
             raise ApiError(400, "bad_request", "Sec-WebSocket-Key must be 16 bytes in base64")
         self._check_origin_allowed()
         token = self._upgrade_token()
+        claims = None
         if token is not None:
-            self.user, _ = await self.ctx.auth.authenticate(token)
-        self._upgrade(key)
+            self.user, claims = await self.ctx.auth.authenticate_claims(token)
+        self._upgrade(key, claims)
 
     def _check_origin_allowed(self) -> None:
         origin = self.request.headers.get("Origin")
@@ -48,7 +49,7 @@ class EventsSocket(BaseHandler):
             return token
         return self.get_query_argument("access_token", None)
 
-    def _upgrade(self, key: str) -> None:
+    def _upgrade(self, key: str, claims) -> None:
         """Answers 101 and hands the socket to an EventSession; Tornado is done with it."""
         handshake = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Request-ID: %s\r\n"
@@ -56,4 +57,4 @@ class EventsSocket(BaseHandler):
         self.set_status(101)
         self.application.log_request(self)
         sock, received = take_socket(self)
-        EventSession(sock, self.ctx, self.user).start(handshake, received)
+        EventSession(sock, self.ctx, self.user, claims).start(handshake, received)

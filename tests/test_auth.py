@@ -1,8 +1,10 @@
 import asyncio
+import json
 import time
 
 import jwt
 import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.conftest import JWT_SECRET, assert_error
 
@@ -279,6 +281,45 @@ async def test_login_throttle_is_per_username(api):
     for _ in range(5):
         await api.post(LOGIN, {"username": "alice", "password": "wrong-password"})
     assert (await api.post(LOGIN, {"username": "bob", "password": "password123"})).code == 200
+
+
+async def _login_burst(api, attempts):
+    """Every (username, password) login at once, on connections of their own."""
+    http = AsyncHTTPClient(force_instance=True, max_clients=len(attempts))
+    try:
+        requests = [HTTPRequest(api.base_url + LOGIN, method="POST", body=json.dumps(
+            {"username": name, "password": password}), headers={
+            "Content-Type": "application/json"}, request_timeout=30)
+            for name, password in attempts]
+        return await asyncio.gather(*(http.fetch(r, raise_error=False) for r in requests))
+    finally:
+        http.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("username", ["alice", "nobody-by-that-name"])
+async def test_concurrent_wrong_guesses_are_throttled_like_sequential_ones(api, username):
+    await api.register("alice")
+    responses = await _login_burst(api, [(username, f"wrong-{n}") for n in range(60)])
+    codes = [response.code for response in responses]
+    assert codes.count(401) <= 5, codes
+    assert codes.count(429) == 60 - codes.count(401), codes
+    response = await api.post(LOGIN, {"username": username, "password": "password123"})
+    assert_error(response, 429, "rate_limited")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_right_password_in_a_burst_of_guesses_does_not_widen_the_limit(api):
+    await api.register("alice")
+    attempts = [("alice", f"wrong-{n}") for n in range(20)]
+    attempts.insert(10, ("alice", "password123"))
+    responses = await _login_burst(api, attempts)
+    codes = [response.code for response in responses]
+    # At most LOGIN_MAX_FAILURES guesses were checked; the right one only counts if it was one.
+    assert codes.count(401) <= 5, codes
+    assert codes.count(429) >= 21 - 5 - 1, codes
+    assert codes[10] in (200, 429), codes
+    assert set(codes) <= {200, 401, 429}, codes
 
 
 class TestThrottleWindow:

@@ -344,3 +344,34 @@ async def test_sigterm_with_open_connections_exits_cleanly_within_the_timeout(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_run_py_with_two_workers_logout_reaches_websockets_on_every_worker(
+        mongodb_uri, db_name, redis_server, drop_db):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "run.py", "--workers", "2"], cwd=ROOT,
+                               env=_env(mongodb_uri, db_name, PORT=str(port),
+                                        REDIS_URL=redis_server.url, AUTH_RECHECK_INTERVAL="0.5"))
+    try:
+        _wait_ready(port, process)
+        api = Api(f"http://127.0.0.1:{port}")
+        await api.register("alice")
+        tokens = await api.login("alice")
+        alice = (await api.get("/api/v1/users/me", token=tokens["access_token"])).json["id"]
+        # Connections spread over both workers; the logout is served by one of them.
+        watchers = [await WsClient.connect(port, token=tokens["access_token"]) for _ in range(8)]
+        for ws in watchers:
+            await ws.subscribe([f"user:{alice}", "posts"])
+        response = await api.post("/api/v1/auth/logout", token=tokens["access_token"])
+        assert response.code == 204
+        for ws in watchers:
+            frame = await ws.recv_until("error", timeout=10)
+            assert (frame["code"], frame["channels"]) == ("unauthorized", [f"user:{alice}"])
+            ws.close()
+        api.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -13,9 +13,10 @@ from datetime import timedelta
 
 from pymongo.errors import DuplicateKeyError
 
+from . import grant_changes
 from .clock import utcnow
 from .errors import ApiError, unauthorized
-from .security import PasswordHasher, TokenService
+from .security import PasswordHasher, TokenClaims, TokenService
 from .users import UserStore
 
 AUTH_CACHE_SECONDS = 2.0
@@ -25,6 +26,7 @@ AUTH_CACHE_SIZE = 50_000
 class AuthService:
     def __init__(self, db, users: UserStore, hasher: PasswordHasher, tokens: TokenService,
                  max_failures: int, window: int):
+        self.db = db
         self.families = db["token_families"]
         self.failures = db["login_failures"]
         self.users = users
@@ -37,6 +39,7 @@ class AuthService:
         self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
         users.on_change.append(self._forget_user)
+        self.on_revoke = []  # callbacks(family) once a family is revoked
 
     async def register(self, username: str, email: str, password: str, role: str = "user") -> dict:
         # Checked first only to spare the bcrypt work; the unique indexes are what guarantee it.
@@ -48,13 +51,15 @@ class AuthService:
 
     async def login(self, login: str, password: str) -> dict:
         user = await self.users.find_by_login(login)
+        # Unknown logins are throttled under their own name, exactly like real ones: the answers
+        # do not tell which usernames exist.
         throttle_key = user["username_key"] if user else login.lower()
-        await self._check_throttle(throttle_key)
+        window = await self._reserve_attempt(throttle_key)
         if not await self.hasher.verify(password, user["password_hash"] if user else None):
-            await self._record_failure(throttle_key)
+            # The reserved attempt stays counted: that is the failure.
             raise ApiError(401, "invalid_credentials", "wrong username or password",
                            headers={"WWW-Authenticate": "Bearer"})
-        await self.failures.delete_one({"_id": throttle_key})
+        await self._release_attempt(throttle_key, window)
         return await self._start_family(user)
 
     async def refresh(self, refresh_token: str) -> dict:
@@ -83,26 +88,39 @@ class AuthService:
     async def revoke_family(self, family: str) -> None:
         for key in [key for key in self._recent if key[0] == family]:
             del self._recent[key]
-        await self.families.update_one({"_id": family}, {"$set": {"revoked": True}})
+        revoked = await self.families.update_one({"_id": family, "revoked": False},
+                                                 {"$set": {"revoked": True}})
+        if revoked.matched_count:
+            # News for the open connections of every worker (realtime.grants); once per family,
+            # however often a leaked refresh token is replayed.
+            await grant_changes.record(self.db, family=family)
+            for callback in self.on_revoke:
+                callback(family)
 
     async def authenticate(self, access_token: str) -> tuple[dict, str]:
-        """The user an access token belongs to, and its family; 401 if anything is off.
+        """The user an access token belongs to, and its family; 401 if anything is off."""
+        user, claims = await self.authenticate_claims(access_token)
+        return user, claims.fam
+
+    async def authenticate_claims(self, access_token: str) -> tuple[dict, TokenClaims]:
+        """The user an access token belongs to, and the token's claims; 401 if anything is off.
 
         A successful lookup is reused for AUTH_CACHE_SECONDS, and concurrent lookups of one
         family share a single query. Revocation and role changes made through this process take
-        effect at once; made through another worker, within AUTH_CACHE_SECONDS.
+        effect at once; made through another worker, within AUTH_CACHE_SECONDS. (Open
+        connections are re-checked by realtime.grants.)
         """
         claims = self.tokens.decode(access_token, "access")
         key = (claims.fam, claims.sub)
         recent = self._recent.get(key)
         if recent is not None and recent[0] > time.monotonic():
-            return recent[1], claims.fam
+            return recent[1], claims
         lookup = self._lookups.get(key)
         if lookup is None:
             lookup = asyncio.ensure_future(self._lookup(*key))
             self._lookups[key] = lookup
             lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
-        return await asyncio.shield(lookup), claims.fam
+        return await asyncio.shield(lookup), claims
 
     async def _lookup(self, family_id: str, user_id: str) -> dict:
         family = await self.families.find_one({"_id": family_id}, {"revoked": 1, "user_id": 1})
@@ -125,6 +143,7 @@ class AuthService:
         done = await self.families.delete_many({"expires_at": {"$lt": now}})
         stale = now - timedelta(seconds=self.window)
         await self.failures.delete_many({"window_start": {"$lt": stale}})
+        await grant_changes.purge(self.db)
         return done.deleted_count
 
     async def _start_family(self, user: dict) -> dict:
@@ -144,27 +163,47 @@ class AuthService:
         return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
                 "expires_in": self.tokens.access_ttl}
 
-    async def _check_throttle(self, key: str) -> None:
-        doc = await self.failures.find_one({"_id": key})
-        if doc is None or doc["count"] < self.max_failures:
-            return
-        retry_after = (doc["window_start"] + timedelta(seconds=self.window) - utcnow()).total_seconds()
-        if retry_after > 0:
-            raise ApiError(429, "rate_limited", "too many failed logins, try again later",
-                           headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})
+    async def _reserve_attempt(self, key: str):
+        """Counts this attempt against the key's window before the password is checked, or
+        answers 429 when the window is full; returns the window's start.
 
-    async def _record_failure(self, key: str) -> None:
-        now = utcnow()
-        window_open = now - timedelta(seconds=self.window)
-        # One atomic $inc while the window is open; a new window otherwise.
-        counted = await self.failures.update_one(
-            {"_id": key, "window_start": {"$gt": window_open}}, {"$inc": {"count": 1}})
-        if counted.matched_count:
-            return
-        try:
-            await self.failures.update_one(
-                {"_id": key, "window_start": {"$lte": window_open}},
-                {"$set": {"count": 1, "window_start": now}}, upsert=True)
-        except DuplicateKeyError:
-            # Another request opened the window first: count into it.
-            await self.failures.update_one({"_id": key}, {"$inc": {"count": 1}})
+        Checking first and counting after the (slow) hash let any number of concurrent guesses
+        through. Here each attempt takes a slot with one atomic conditional update, so however
+        the guesses are timed, at most `max_failures` wrong ones per window reach the hasher
+        (a right one gives its slot back).
+        """
+        for _ in range(3):
+            now = utcnow()
+            window_open = now - timedelta(seconds=self.window)
+            # A slot in the open window, if one is left.
+            doc = await self.failures.find_one_and_update(
+                {"_id": key, "window_start": {"$gt": window_open},
+                 "count": {"$lt": self.max_failures}},
+                {"$inc": {"count": 1}})
+            if doc is not None:
+                return doc["window_start"]
+            # No window, or only a past one: this attempt opens a new one.
+            try:
+                await self.failures.update_one(
+                    {"_id": key, "window_start": {"$lte": window_open}},
+                    {"$set": {"count": 1, "window_start": now}}, upsert=True)
+                return now
+            except DuplicateKeyError:
+                pass  # the window is open: full, or opened just now by a concurrent attempt
+            doc = await self.failures.find_one({"_id": key})
+            if doc is not None and doc["count"] >= self.max_failures \
+                    and doc["window_start"] > window_open:
+                retry_after = (doc["window_start"] + timedelta(seconds=self.window)
+                               - now).total_seconds()
+                raise ApiError(429, "rate_limited", "too many failed logins, try again later",
+                               headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})
+        # The window kept changing under us: count it as full rather than let a guess through.
+        raise ApiError(429, "rate_limited", "too many failed logins, try again later",
+                       headers={"Retry-After": "1"})
+
+    async def _release_attempt(self, key: str, window_start) -> None:
+        """A successful login gives its slot back (in the window it was taken from); the
+        failures before it still count until that window ends, as the contract says."""
+        await self.failures.update_one(
+            {"_id": key, "window_start": window_start, "count": {"$gt": 0}},
+            {"$inc": {"count": -1}})

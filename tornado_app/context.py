@@ -12,6 +12,7 @@ from .notifications import NotificationService
 from .outbox import Outbox
 from .realtime.connections import Connections
 from .realtime.fanout import RedisFanout
+from .realtime.grants import GrantCheck
 from .realtime.hub import Hub
 from .realtime.log import EventLog
 from .realtime.parked_poll import PollParking
@@ -41,6 +42,7 @@ class AppContext:
     fanout: "RedisFanout | None" = None
     # The supervisor of the embedded FerretDB this process runs, if it runs one (for /health).
     embedded: "EmbeddedSupervisor | None" = None
+    grants: GrantCheck | None = None
 
 
 def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppContext:
@@ -60,4 +62,9 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
                      connections=Connections(settings.ws_ping_interval), outbox=outbox)
     ctx.metrics = Metrics(ctx)
     ctx.parked_polls = PollParking(hub, ctx.connections, ctx.metrics)
+    ctx.grants = GrantCheck(db, settings.auth_recheck_interval)
+    ctx.parked_polls.grants = ctx.grants
+    # Revocations and role changes made by this process reach its connections at once.
+    auth.on_revoke.append(ctx.grants.check_soon)
+    users.on_change.append(ctx.grants.check_soon)
     return ctx

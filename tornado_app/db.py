@@ -20,6 +20,9 @@ INDEXES = {
         IndexModel([("user_id", ASCENDING)], name="user"),
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
+    "grant_changes": [
+        IndexModel([("at", ASCENDING)], name="at"),
+    ],
     "login_failures": [
         IndexModel([("window_start", ASCENDING)], name="window"),
     ],

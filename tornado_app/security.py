@@ -53,6 +53,7 @@ class TokenClaims:
     type: str
     jti: str
     fam: str
+    exp: float = 0.0  # seconds since the epoch: open connections lose the token's rights then
 
 
 class TokenService:
@@ -87,7 +88,7 @@ class TokenService:
         if not all(isinstance(value, str) and value for value in fields):
             raise unauthorized("invalid token")
         return TokenClaims(sub=claims["sub"], type=claims["type"], jti=claims["jti"],
-                           fam=claims["fam"])
+                           fam=claims["fam"], exp=float(claims["exp"]))
 
 
 def resolve_jwt_secret(configured: str | None, data_dir: Path) -> str:

@@ -63,6 +63,7 @@ class Server:
             ctx.events.add_listener(self.fanout.publish)
             self.fanout.start()
         ctx.connections.start()
+        ctx.grants.start()
         self.http = CappedHTTPServer(
             make_app(ctx), max_body_size=TORNADO_MAX_BODY,
             idle_connection_timeout=settings.http_idle_timeout,
@@ -134,6 +135,7 @@ class Server:
         if ctx is not None:
             await ctx.connections.shutdown(max(0.0, (deadline - time.monotonic()) / 2))
             ctx.parked_polls.stop()
+            await ctx.grants.stop()
             while ctx.inflight and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         for task in self._tasks:

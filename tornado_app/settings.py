@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(12, ge=4, le=31)
     login_max_failures: int = Field(5, ge=1)
     login_window: int = Field(15 * 60, ge=1)
+    # Seconds between re-checks of open WebSockets, SSE streams and parked long-polls against
+    # the database: how soon a logout, role change or expired token reaches them in any worker.
+    auth_recheck_interval: float = Field(2.0, gt=0, le=60)
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Comma-separated, e.g. "https://app.example.com,https://admin.example.com".

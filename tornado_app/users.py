@@ -3,6 +3,7 @@
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
+from . import grant_changes
 from .clock import iso, utcnow
 from .errors import conflict, not_found
 from .ids import parse_id
@@ -21,6 +22,7 @@ def _duplicate_field(exc: DuplicateKeyError) -> str:
 
 class UserStore:
     def __init__(self, db):
+        self.db = db
         self.users = db["users"]
         self.on_change = []  # callbacks(user_id) after a user's role changes
 
@@ -56,6 +58,7 @@ class UserStore:
             {"_id": oid}, {"$set": {"role": role}}, return_document=True)
         if not doc:
             raise not_found("user")
+        await grant_changes.record(self.db, user_id=str(doc["_id"]))
         for callback in self.on_change:
             callback(str(doc["_id"]))
         return doc

@@ -41,3 +41,15 @@ def parse_channel_list(value: str | None, max_count: int) -> list[str]:
     except ApiError as exc:
         raise ApiError(422, "validation_error", "the request is not valid",
                        details=[{"loc": ["query", "channels"], "msg": exc.message}]) from None
+
+
+def disallowed(user: dict | None, channels) -> tuple[str, list[str]]:
+    """The private channels among `channels` that `user` (None: nobody) may not read, and the
+    error code that says why: `unauthorized` without a user, `forbidden` with one."""
+    names = sorted(name for name in channels if name.startswith("user:"))
+    if user is None:
+        return "unauthorized", names
+    if user["role"] == "admin":
+        return "forbidden", []
+    own = "user:" + str(user["_id"])
+    return "forbidden", [name for name in names if name != own]

@@ -17,6 +17,7 @@ from collections import deque
 
 from ..detached_http import response_head, take_socket
 from ..logs import access_log, log_access
+from .channels import disallowed
 from .deadlines import Deadlines
 
 POLL_MAX_EVENTS = 100
@@ -39,7 +40,7 @@ class ParkedPoll:
 
     __slots__ = ("parking", "socket", "fd", "head", "head_end", "keep_alive", "unread",
                  "channels", "cursor", "records", "deadline", "expiry_queue", "started",
-                 "request_id", "user_id", "unsent")
+                 "request_id", "user_id", "unsent", "user", "family", "expires")
 
     def deliver(self, record) -> None:
         records = self.records
@@ -58,6 +59,21 @@ class ParkedPoll:
         """The log was replaced: answered now; the next poll's cursor gets cursor_expired."""
         self.answer()
 
+    # For realtime.grants, while a private channel is waited on: the right to read it ended.
+    # The poll answers at once with no events and its cursor unchanged, so nothing collected
+    # for it goes out; its next request is authorized afresh (401 or 403, or the events).
+
+    def grant_lost(self, code: str, message: str) -> None:
+        if self.records is not None:
+            self.records.clear()
+            self.answer()
+
+    def grant_changed(self, user: dict) -> None:
+        if disallowed(user, self.channels)[1]:
+            self.grant_lost("forbidden", "")
+        else:
+            self.user = user
+
 
 class PollParking:
     """Every parked long-poll of this process: parks them, answers them, times them out, and
@@ -68,6 +84,7 @@ class PollParking:
         self.connections = connections
         self.metrics = metrics
         self.server = None  # the CappedHTTPServer connections go back to; set by start()
+        self.grants = None  # realtime.grants.GrantCheck, set by the context
         # Connections taken out of the HTTP server and not yet given back or closed: they still
         # count toward its connection cap.
         self.sockets_held = 0
@@ -111,6 +128,11 @@ class PollParking:
         poll.cursor = cursor
         poll.records = []
         poll.unsent = None
+        poll.user = poll.family = poll.expires = None
+        if handler.user is not None and disallowed(None, channels)[1]:
+            poll.user, poll.family, poll.expires = (handler.user, handler.token_family,
+                                                    handler.token_expires)
+            self.grants.add(poll)
         # The answer goes in one write; no need to wait for an ACK before its last segment.
         poll.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sockets_held += 1
@@ -144,6 +166,8 @@ class PollParking:
         # do not also pay for unregistering it.
         poll.records = None
         self.hub.unsubscribe(poll, poll.channels)
+        if poll.family is not None:
+            self.grants.discard(poll)
         self.connections.polls.discard(poll)
         self._deadlines.discard(poll)
 

@@ -8,21 +8,26 @@ import time
 from ..db import is_unavailable
 from ..errors import ApiError
 from ..jsonbody import parse_json_object
-from .channels import check_access, check_channels
+from .channels import check_access, check_channels, disallowed
 from .subscription import Subscription
-from .websocket import OP_TEXT, WebSocketConnection, server_frame
+from .websocket import OP_TEXT, OPEN, WebSocketConnection, server_frame
 
 log = logging.getLogger(__name__)
 
 
 class EventSession(WebSocketConnection):
-    __slots__ = ("ctx", "user", "subscription", "_tokens", "_refilled", "_dropped")
+    # user, family, expires: who the connection is authenticated as, its token's family and
+    # exp (None when anonymous); kept current by realtime.grants.
+    __slots__ = ("ctx", "user", "family", "expires", "subscription", "_tokens", "_refilled",
+                 "_dropped")
 
-    def __init__(self, sock, ctx, user):
+    def __init__(self, sock, ctx, user=None, claims=None):
         settings = ctx.settings
         super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes)
         self.ctx = ctx
         self.user = user
+        self.family = claims.fam if claims is not None else None
+        self.expires = claims.exp if claims is not None else None
         self.subscription = Subscription(ctx.hub, self.send_record, self._log_replaced)
         self._tokens = 2 * settings.ws_max_messages_per_second
         self._refilled = time.monotonic()
@@ -31,12 +36,15 @@ class EventSession(WebSocketConnection):
     def start(self, handshake: bytes, received: bytes = b"") -> None:
         connections = self.ctx.connections
         connections.sockets.add(self)
+        if self.user is not None:
+            self.ctx.grants.add(self)
         super().start(handshake, received)
         if connections.shutting_down:
             self.close(1001, "server shutting down")
 
     def on_closed(self) -> None:
         self.ctx.connections.sockets.discard(self)
+        self.ctx.grants.discard(self)
         self.subscription.close()
 
     def on_backpressure(self) -> None:
@@ -140,8 +148,44 @@ class EventSession(WebSocketConnection):
         self._error(error.code, error.message, ref, **extra)
 
     async def _auth(self, token: str, ref) -> None:
-        self.user, _ = await self.ctx.auth.authenticate(token)
-        self._send({"type": "authenticated", "user_id": str(self.user["_id"]), "ref": ref})
+        user, claims = await self.ctx.auth.authenticate_claims(token)
+        if self.state != OPEN:
+            return
+        self.user, self.family, self.expires = user, claims.fam, claims.exp
+        self.ctx.grants.add(self)
+        self._send({"type": "authenticated", "user_id": str(user["_id"]), "ref": ref})
+        # Another user's token: what the previous one could read and this one cannot ends.
+        self._drop_disallowed(None)
+
+    # --- rights that change under an open connection (realtime.grants) -----------------------
+
+    def grant_lost(self, code: str, message: str) -> None:
+        """The token stopped being good: the connection goes on unauthenticated, with its public
+        channels, and may authenticate again with an auth op."""
+        self.ctx.grants.discard(self)
+        self.user = self.family = self.expires = None
+        self._drop_disallowed(message, always=True)
+
+    def grant_changed(self, user: dict) -> None:
+        self.user = user
+        self._drop_disallowed(None)
+
+    def _drop_disallowed(self, message: str | None, always: bool = False) -> None:
+        """Ends the subscriptions the current user may not read, with one error frame naming
+        them (sent even when there are none if `always`: the client learns it is anonymous)."""
+        code, channels = disallowed(self.user, self.subscription.channels)
+        if channels:
+            self.subscription.remove(channels)
+        if channels or always:
+            if message is None:
+                message = "no longer allowed to read " + ", ".join(channels)
+            self._error(code, message, channels=channels)
+
+    def _token_expired(self) -> bool:
+        if self.expires is not None and self.expires <= time.time():
+            self.grant_lost("unauthorized", "the access token has expired")
+            return True
+        return False
 
     def _subscribe(self, msg: dict, ref):
         unknown = set(msg) - {"op", "channels", "since", "epoch", "ref"}
@@ -158,6 +202,8 @@ class EventSession(WebSocketConnection):
         channels = check_channels(msg.get("channels"), limit)
         if len(self.subscription.channels | set(channels)) > limit:
             raise ApiError(422, "validation_error", f"at most {limit} channels per connection")
+        if any(name.startswith("user:") for name in channels):
+            self._token_expired()
         check_access(self.user, channels)
         ack = {"type": "subscribed", "channels": channels, "ref": ref,
                "epoch": self.ctx.hub.log.epoch}

@@ -28,13 +28,16 @@ class Subscription:
         """Called by the hub when the log was replaced: the cursor means nothing any more."""
         self.channels = set()
         self.queue = None
+        self.cursor = 0  # the new log's seqs may be lower: subscribing again starts afresh
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
     def deliver(self, record) -> None:
         if self.queue is not None:
             self.queue.append(record)
-        elif record.seq > self.cursor:
+        elif record.seq > self.cursor and record.channel in self.channels:
+            # The channel check: a fan-out spread over several turns of the loop still holds
+            # a subscriber that has left the channel meanwhile (its right to read it ended).
             self.cursor = record.seq
             self.sink(record)
 
@@ -68,7 +71,8 @@ class Subscription:
                 for record in page:
                     if self.queue is None:
                         return  # closed during the replay
-                    self.sink(record)
+                    if record.channel in self.channels:  # not left during the replay
+                        self.sink(record)
                 if len(page) < REPLAY_PAGE:
                     break
                 after = page[-1].seq
