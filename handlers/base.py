@@ -12,8 +12,9 @@ from pydantic import ValidationError
 import tornado
 from tornado import httputil, web
 
-from tornado_app.db import is_unavailable
-from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
+from tornado_app.db import is_out_of_storage, is_unavailable
+from tornado_app.errors import (ApiError, forbidden, insufficient_storage, service_unavailable,
+                                unauthorized)
 from tornado_app.etags import etag, matches, parse_etag_list
 from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
@@ -329,6 +330,8 @@ class BaseHandler(web.RequestHandler):
             error = exc
         elif exc is not None and is_unavailable(exc):
             error = service_unavailable()
+        elif exc is not None and is_out_of_storage(exc):
+            error = insufficient_storage()
         elif isinstance(exc, web.HTTPError) and "Invalid unicode" in (exc.log_message or ""):
             # A query or path argument that is not valid UTF-8.
             error = ApiError(422, "validation_error", "the request is not valid",
@@ -354,6 +357,8 @@ class BaseHandler(web.RequestHandler):
             status_code = exc.status
         elif exc is not None and is_unavailable(exc):
             status_code = 503
+        elif exc is not None and is_out_of_storage(exc):
+            status_code = 507
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
@@ -364,6 +369,10 @@ class BaseHandler(web.RequestHandler):
                 self.ctx.metrics.db_errors.inc()
             log.warning("database unavailable: %s", value,
                         extra={"request_id": self.request_id})
+            return
+        if value is not None and is_out_of_storage(value):
+            log.error("database cannot write to its storage: %s", value,
+                      extra={"request_id": self.request_id})
             return
         log.error("unhandled error in %s %s", self.request.method, self.request.path,
                   exc_info=(typ, value, tb), extra={"request_id": self.request_id})
