@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.raw_clients import RawWebSocket, http_status
+from tests.realtime_helpers import publish
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -35,13 +36,45 @@ JSON_VALUES = st.recursive(
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12)
-CHANNEL_LISTS = st.lists(EDGE_TEXTS | JSON_VALUES, max_size=5)
-MEMBER = JSON_VALUES | CHANNEL_LISTS
+# Numbers as text, in every way `int()` or `str.isdigit()` would take and the wire must not.
+DIGITISH = st.text(alphabet="0123456789²¹³٣۴ _+-.e", min_size=1, max_size=8)
+# Members near what an op expects, so that the random part reaches past the first check.
+CHANNELS = (st.lists(st.sampled_from(["posts", "products", "post:" + "a" * 24]), min_size=1,
+                     max_size=3)
+            | st.lists(EDGE_TEXTS | JSON_VALUES, max_size=4) | JSON_VALUES)
+SINCE = st.integers(0, 5) | EDGE_INTS | JSON_VALUES
+MEMBER = JSON_VALUES | CHANNELS
 
-OPS = st.fixed_dictionaries(
-    {"op": st.sampled_from(["subscribe", "unsubscribe", "ping", "auth"]) | JSON_VALUES},
-    optional={"channels": MEMBER, "since": MEMBER | EDGE_INTS, "ref": MEMBER,
-              "token": MEMBER, "epoch": MEMBER, "extra": MEMBER})
+# A valid op with one member (or its name) replaced: the random value meets every check.
+VALID = {"subscribe": {"channels": ["posts"], "since": 0}, "unsubscribe": {"channels": ["posts"]},
+         "auth": {"token": "not-a-token"}, "ping": {}}
+REPLACEMENTS = {
+    "op": JSON_VALUES | EDGE_TEXTS,
+    "channels": st.lists(st.lists(JSON_VALUES, max_size=2) | st.dictionaries(
+        st.text(max_size=4), JSON_VALUES, max_size=2) | EDGE_TEXTS | JSON_VALUES,
+        min_size=1, max_size=4) | JSON_VALUES,
+    "since": EDGE_INTS | JSON_VALUES | DIGITISH,
+    "token": JSON_VALUES | DIGITISH,
+    "ref": MEMBER,
+    "epoch": MEMBER,
+    "extra": MEMBER,
+}
+
+
+@st.composite
+def one_member_off(draw):
+    name = draw(st.sampled_from(sorted(VALID)))
+    op = {"op": name, **VALID[name]}
+    member = draw(st.sampled_from(sorted(REPLACEMENTS)))
+    op[member] = draw(REPLACEMENTS[member])
+    return op
+
+
+# And ops made of random members altogether.
+OPS = one_member_off() | st.fixed_dictionaries(
+    {"op": st.sampled_from(sorted(VALID)) | JSON_VALUES},
+    optional={"channels": CHANNELS, "since": SINCE, "ref": MEMBER, "token": MEMBER | DIGITISH,
+              "epoch": MEMBER, "extra": MEMBER})
 # Messages that are not even a JSON object.
 RAW_MESSAGES = (st.text(max_size=40) | JSON_VALUES.map(json.dumps)
                 | st.sampled_from(["{", '{"op": "ping", "op": "ping"}', '{"op": NaN}', "[]",
@@ -72,11 +105,19 @@ async def _op_then_ping(port: int, text: str, split_at: int) -> None:
         ws.close()
 
 
-@FUZZ
+async def _with_events(server) -> None:
+    """A few events in the log (and in the hub's memory), so that replays have work to do."""
+    if server.ctx.hub.last_seq == 0:
+        await publish(server, "posts", 3)
+        await publish(server, "products", 2)
+
+
+@settings(FUZZ, max_examples=300)
 @given(op=OPS, split_at=st.integers(0, 80))
 def test_every_websocket_op_with_random_members_leaves_the_socket_answering(
         server, io_loop, caplog, op, split_at):
     text = json.dumps(op)
+    io_loop.run_sync(lambda: _with_events(server))
     io_loop.run_sync(lambda: _op_then_ping(server.port, text, split_at))
     _assert_quiet(caplog)
 
@@ -94,7 +135,7 @@ def _cursor(value) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-QUERY_TEXT = (st.text(max_size=24) | EDGE_TEXTS | EDGE_INTS.map(str)
+QUERY_TEXT = (st.text(max_size=24) | EDGE_TEXTS | EDGE_INTS.map(str) | DIGITISH
               | st.integers(0, 10**25).map(str)
               | st.lists(JSON_VALUES, max_size=3).map(_cursor)
               | st.sampled_from(["-created_at", "price", "-price", "name", "true", "false"]))
@@ -120,14 +161,26 @@ HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=255,
                                     blacklist_characters="\x7f"), max_size=24)
 
 
+# Valid values the random ones are mixed with, so that they reach past the first check.
+VALID_PARAMS = {"/api/v1/poll": {"channels": "posts", "since": "0"},
+                "/api/v1/stream": {"channels": "posts", "since": "0"},
+                "/api/v1/products": {"sort": "price", "min_price_cents": "0"}}
+# Numbers at and past the edges, more often than the other values.
+FOCUS_VALUE = st.one_of(QUERY_VALUE, EDGE_INTS.map(str), EDGE_INTS.map(str),
+                        DIGITISH.map(lambda text: quote(text, safe="")))
+
+
 @st.composite
 def list_requests(draw):
     path = draw(st.sampled_from(sorted(PARAMS)))
-    names = draw(st.lists(st.sampled_from(PARAMS[path] + ["junk"]), unique=True, max_size=5))
-    values = {name: draw(QUERY_VALUE) for name in names}
+    values = dict(VALID_PARAMS.get(path, {}))
+    names = draw(st.lists(st.sampled_from(PARAMS[path] + ["junk"]), unique=True, max_size=4))
+    values.update({name: draw(QUERY_VALUE) for name in names})
+    values[draw(st.sampled_from(PARAMS[path]))] = draw(FOCUS_VALUE)
     if path == "/api/v1/poll":
         values["timeout"] = draw(POLL_TIMEOUT)
-    last_event_id = draw(st.none() | HEADER_TEXT | EDGE_INTS.map(str)) \
+    last_event_id = draw(st.none() | HEADER_TEXT | EDGE_INTS.map(str) | DIGITISH
+                         | EDGE_TEXTS.filter(str.isprintable)) \
         if path == "/api/v1/stream" else None
     return path, values, last_event_id
 
@@ -147,13 +200,18 @@ async def _setup(server, api) -> dict:
 
 async def _get(server, api, path, values, last_event_id) -> None:
     setup = await _setup(server, api)
+    await _with_events(server)
     token = setup["admin"] if path == "/api/v1/users" else setup["user"]
     target = path.replace("{post}", setup["post"]) + "?" + "&".join(
         f"{name}={value}" for name, value in values.items())
     head = f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
     if last_event_id is not None:
         head += f"Last-Event-ID: {last_event_id}\r\n"
-    status, headers, body = await http_status(server.port, (head + "\r\n").encode("latin-1"))
+    try:
+        raw = (head + "\r\n").encode("latin-1")  # as a header's bytes are read
+    except UnicodeEncodeError:
+        raw = (head + "\r\n").encode("utf-8")
+    status, headers, body = await http_status(server.port, raw)
     assert status < 500, (target, status, body)
     assert headers.get("x-request-id")
     if status >= 400:
@@ -161,7 +219,7 @@ async def _get(server, api, path, values, last_event_id) -> None:
         assert isinstance(error["code"], str) and isinstance(error["message"], str)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=400)
 @given(request=list_requests())
 def test_random_query_parameters_never_reach_a_500(server, api, io_loop, caplog, request):
     io_loop.run_sync(lambda: _get(server, api, *request))
