@@ -32,7 +32,13 @@ class EventSession(WebSocketConnection):
     def start(self, handshake: bytes, received: bytes = b"") -> None:
         connections = self.ctx.connections
         connections.sockets.add(self)
-        super().start(handshake, received)
+        try:
+            super().start(handshake, received)
+        except Exception:
+            # Counted above: whatever fails here must still take it out (abort → on_closed).
+            log.exception("WebSocket session failed to start")
+            self.abort()
+            return
         if connections.shutting_down:
             self.close(1001, "server shutting down")
 
