@@ -14,6 +14,7 @@ from tests.conftest import JWT_SECRET, Api, assert_error
 from tests.raw_clients import RawWebSocket, http_status, raw_http
 from tests.realtime_helpers import WsClient, publish, wait_until
 from tests.server_process import ServerProcess
+from tornado_app.settings import SettingsError, load_settings
 from tornado_app.wire import MAX_INT, parse_decimal
 
 POSTS = "/api/v1/posts"
@@ -122,6 +123,12 @@ async def test_a_channel_name_with_a_trailing_newline_is_unknown(server):
         reply = await ws.recv()
         assert (reply["type"], reply["code"]) == ("error", "validation_error"), op
     ws.close()
+
+
+def test_an_allowed_origin_with_a_trailing_newline_is_refused_at_start(tmp_path):
+    with pytest.raises(SettingsError, match="ALLOWED_ORIGINS"):
+        load_settings(app_env="test", data_dir=tmp_path, jwt_secret=JWT_SECRET,
+                      allowed_origins=["https://app.example\n"])
 
 
 # --- counters and gauges: whatever ends a stream takes it out of the gauge --------------------
