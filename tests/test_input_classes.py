@@ -5,6 +5,7 @@ import asyncio
 import base64
 import json
 import resource
+import socket
 import time
 
 import jwt
@@ -14,6 +15,7 @@ from tests.conftest import JWT_SECRET, Api, assert_error
 from tests.raw_clients import RawWebSocket, http_status, raw_http
 from tests.realtime_helpers import WsClient, publish, wait_until
 from tests.server_process import ServerProcess
+from tornado_app.realtime.websocket import OP_TEXT, WebSocketConnection, server_frame
 from tornado_app.settings import SettingsError, load_settings
 from tornado_app.wire import MAX_INT, parse_decimal
 
@@ -110,6 +112,30 @@ async def test_a_wrongly_typed_unsubscribe_split_over_two_reads_leaves_the_socke
     await ws.send_json({"op": "ping", "ref": "p"})
     pong, before = await ws.recv_until("pong")
     assert pong == {"type": "pong", "ref": "p"}, before
+    ws.close()
+
+
+class _Echo(WebSocketConnection):
+    """A connection whose handler fails on one message and echoes the others."""
+
+    def on_message(self, message):
+        if message == "fail":
+            raise RuntimeError("a bug in an op")
+        self.write(server_frame(OP_TEXT, message.encode()))
+
+
+@pytest.mark.gen_test
+async def test_a_handler_that_raises_on_a_split_frame_leaves_the_connection_reading():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+    accepted.setblocking(False)
+    _Echo(accepted, 65536, 1 << 20).start(b"")
+    reader, writer = await asyncio.open_connection(sock=client)
+    ws = RawWebSocket(reader, writer)
+    await ws.send_text("fail", split_at=3)
+    await ws.send_text('{"still": "reading"}')
+    assert await ws.recv() == {"still": "reading"}
     ws.close()
 
 
