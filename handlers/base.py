@@ -12,8 +12,9 @@ from pydantic import ValidationError
 import tornado
 from tornado import httputil, web
 
-from tornado_app.db import is_unavailable
-from tornado_app.errors import ApiError, forbidden, service_unavailable, unauthorized
+from tornado_app.db import is_out_of_storage, is_unavailable
+from tornado_app.errors import (ApiError, forbidden, insufficient_storage, service_unavailable,
+                                unauthorized)
 from tornado_app.outbox import OutcomeUnknown
 from tornado_app.realtime.position import is_positioned
 from tornado_app.etags import etag, matches, parse_etag_list
@@ -21,10 +22,11 @@ from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
+from tornado_app.wire import is_decimal, parse_decimal
 
 log = logging.getLogger("tornado_app.request")
 
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 CORS_EXPOSED = "X-Request-ID, ETag, Location, Retry-After"
 CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID, "
                         "Last-Event-ID")
@@ -53,7 +55,7 @@ def request_id_of(request) -> str:
     rid = getattr(request, "request_id", None)
     if rid is None:
         sent = request.headers.get("X-Request-ID", "")
-        rid = sent if _SANE_REQUEST_ID.match(sent) else next_request_id()
+        rid = sent if _SANE_REQUEST_ID.fullmatch(sent) else next_request_id()
         request.request_id = rid
     return rid
 
@@ -141,6 +143,15 @@ class BaseHandler(web.RequestHandler):
         return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
                 if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
 
+    async def head(self, *args, **kwargs) -> None:
+        """HEAD is GET without the body (Tornado drops the body of a HEAD answer and keeps its
+        Content-Length), for every route that has a GET."""
+        if type(self).get is web.RequestHandler.get:
+            raise web.HTTPError(405)
+        result = self.get(*args, **kwargs)
+        if result is not None:
+            await result
+
     def options(self, *args, **kwargs) -> None:
         """CORS preflight: allowed origins get the methods and headers they may use."""
         origin = self.request.headers.get("Origin")
@@ -163,9 +174,9 @@ class BaseHandler(web.RequestHandler):
         limit = self.ctx.settings.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None:
-            if not length.isdigit():
+            if not is_decimal(length):
                 raise ApiError(400, "invalid_json", "invalid Content-Length")
-            if int(length) > limit:
+            if parse_decimal(length, maximum=limit) is None:
                 raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
 
     def data_received(self, chunk: bytes) -> None:
@@ -198,8 +209,8 @@ class BaseHandler(web.RequestHandler):
 
     def declared(self):
         """The @operation of the method serving this request (its models validate the input)."""
-        method = getattr(type(self), self.request.method.lower(), None)
-        return getattr(method, "__operation__", None)
+        name = "get" if self.request.method == "HEAD" else self.request.method.lower()
+        return getattr(getattr(type(self), name, None), "__operation__", None)
 
     def json_body(self, model=None):
         """The body validated against its model: 415, 400 or 422 when it is not right."""
@@ -269,6 +280,15 @@ class BaseHandler(web.RequestHandler):
             raise forbidden("admin role required")
         return user
 
+    def flush(self, include_footers: bool = False):
+        if not self._headers_written and not getattr(self.request.connection,
+                                                     "_read_finished", True):
+            # Answered before the request was read to its end (an unknown method, an error in
+            # prepare, a body over the limit): Tornado then closes the connection without
+            # saying so, and a client that pipelined its next request would lose it.
+            self.set_header("Connection", "close")
+        return super().flush(include_footers)
+
     def on_finish(self) -> None:
         self._uncount()
 
@@ -319,6 +339,8 @@ class BaseHandler(web.RequestHandler):
             error = exc
         elif exc is not None and is_unavailable(exc):
             error = service_unavailable()
+        elif exc is not None and is_out_of_storage(exc):
+            error = insufficient_storage()
         elif isinstance(exc, web.HTTPError) and "Invalid unicode" in (exc.log_message or ""):
             # A query or path argument that is not valid UTF-8.
             error = ApiError(422, "validation_error", "the request is not valid",
@@ -329,7 +351,10 @@ class BaseHandler(web.RequestHandler):
         else:
             error = ApiError(500, "internal_error", "internal server error")
         if error.status == 405:
-            self.set_header("Allow", ", ".join(self.allowed_methods() + ["OPTIONS"]))
+            methods = self.allowed_methods()
+            if "GET" in methods:
+                methods.insert(1, "HEAD")  # CORS needs no HEAD (a simple method); Allow does
+            self.set_header("Allow", ", ".join(methods + ["OPTIONS"]))
         render_error(self, error)
 
     def send_error(self, status_code: int = 500, **kwargs) -> None:
@@ -348,6 +373,8 @@ class BaseHandler(web.RequestHandler):
             status_code = exc.status
         elif exc is not None and is_unavailable(exc):
             status_code = 503
+        elif exc is not None and is_out_of_storage(exc):
+            status_code = 507
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
@@ -363,14 +390,23 @@ class BaseHandler(web.RequestHandler):
             log.warning("database unavailable: %s", value,
                         extra={"request_id": self.request_id})
             return
+        if value is not None and is_out_of_storage(value):
+            log.error("database cannot write to its storage: %s", value,
+                      extra={"request_id": self.request_id})
+            return
         log.error("unhandled error in %s %s", self.request.method, self.request.path,
                   exc_info=(typ, value, tb), extra={"request_id": self.request_id})
 
 
 class NotFoundHandler(BaseHandler):
-    """Tornado's default for unknown routes, in the contract's error shape."""
+    """Tornado's default for unknown routes, in the contract's error shape.
+
+    Answered from the method, not from prepare(): by then the request has been read to its end
+    (a body is discarded as it streams in), so the connection stays open for the next one."""
 
     route_name = "not_found"
 
-    def prepare(self) -> None:
+    def _no_route(self, *args, **kwargs) -> None:
         raise ApiError(404, "not_found", "no such route")
+
+    get = head = post = put = patch = delete = options = _no_route

@@ -5,9 +5,11 @@ from pathlib import Path
 import openapi_ui_bundles.swagger_ui
 from tornado import web
 
+from tornado_app.errors import ApiError
+from tornado_app.logs import request_id_var
 from tornado_app.openapi import build_openapi
 
-from .base import BaseHandler
+from .base import BaseHandler, render_error, request_id_of
 
 STATIC = Path(__file__).resolve().parent.parent / "tornado_app" / "static"
 SWAGGER_UI = openapi_ui_bundles.swagger_ui.static_path
@@ -49,7 +51,8 @@ class DocsInitHandler(BaseHandler):
 
 
 class DocsAssetHandler(web.StaticFileHandler):
-    """Swagger UI's files from the installed package, with our security headers."""
+    """Swagger UI's files from the installed package, with our security headers, and errors in
+    the contract's shape like every other route's."""
 
     route_name = "docs"
 
@@ -58,3 +61,23 @@ class DocsAssetHandler(web.StaticFileHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Request-ID", request_id_of(self.request))
+
+    def prepare(self) -> None:
+        request_id_var.set(request_id_of(self.request))
+
+    @classmethod
+    def get_absolute_path(cls, root: str, path: str) -> str:
+        # A NUL (`%00`) or other control character names no file; the OS calls below would
+        # raise on it.
+        if any(ord(char) < 32 for char in path):
+            raise web.HTTPError(404)
+        return super().get_absolute_path(root, path)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        if status_code >= 500:
+            render_error(self, ApiError(500, "internal_error", "internal server error"))
+        else:
+            render_error(self, ApiError(status_code, message="no such file"
+                                        if status_code == 404 else None))

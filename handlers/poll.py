@@ -49,7 +49,8 @@ class PollHandler(BaseHandler):
         if records is None or self.request.connection.stream.closed():
             return  # the client went away meanwhile
         records = records[:POLL_MAX_EVENTS]
-        if records or self.ctx.connections.shutting_down:
+        # A parked poll writes its answer itself, body and all: HEAD answers at once instead.
+        if records or self.ctx.connections.shutting_down or self.request.method == "HEAD":
             self.finish(poll_body(records, records[-1].seq if records else self.cursor,
                                   hub.log.epoch))
         else:

@@ -8,6 +8,7 @@ from tornado_app.openapi import operation
 from tornado_app.realtime.channels import disallowed
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
+from tornado_app.wire import MAX_INT, parse_decimal
 
 from .base import BaseHandler
 
@@ -33,17 +34,22 @@ class StreamHandler(BaseHandler):
         params = self.query()
         channels = await self.readable_channels(params.channels)
         since = params.since
-        last_event_id = self.request.headers.get("Last-Event-ID")
-        if last_event_id is not None and last_event_id.strip():
-            if not last_event_id.strip().isdigit():
-                raise ApiError(422, "validation_error", "Last-Event-ID must be an event seq")
-            since = int(last_event_id.strip())
+        last_event_id = self.request.headers.get("Last-Event-ID", "").strip()
+        if last_event_id:
+            since = parse_decimal(last_event_id)
+            if since is None:
+                raise ApiError(422, "validation_error", "the request is not valid", details=[
+                    {"loc": ["header", "Last-Event-ID"],
+                     "msg": f"must be an event seq: decimal digits, at most {MAX_INT}"}])
         hub = self.ctx.hub
         if since is not None:
             await hub.check_cursor(since, params.epoch)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        if self.request.method == "HEAD":
+            self.finish()  # what a GET would answer with, without the stream
+            return
         self._done = asyncio.get_running_loop().create_future()
         self.subscription = Subscription(hub, self._send_record, self._log_replaced)
         self.ctx.connections.streams.add(self)
@@ -52,14 +58,21 @@ class StreamHandler(BaseHandler):
             self.family, self.expires = self.token_family, self.token_expires
             self.ctx.grants.add(self)
         self.set_header("Event-Epoch", hub.log.epoch or "")
-        # The position first, as a message without an id (EventSource keeps its Last-Event-ID).
-        position = {"epoch": hub.log.epoch, "cursor": hub.last_seq if since is None else since}
-        self.write(b": connected\n\nevent: epoch\ndata: %s\n\n" % json.dumps(position).encode())
-        self.flush()
-        await self.subscription.add(channels, since)
-        if self.ctx.connections.shutting_down:
-            self.end()
-        await self._done
+        try:
+            # The position first, as a message without an id (EventSource keeps its
+            # Last-Event-ID).
+            position = {"epoch": hub.log.epoch,
+                        "cursor": hub.last_seq if since is None else since}
+            self.write(b": connected\n\nevent: epoch\ndata: %s\n\n"
+                       % json.dumps(position).encode())
+            self.flush()
+            await self.subscription.add(channels, since)
+            if self.ctx.connections.shutting_down:
+                self.end()
+            await self._done
+        finally:
+            # However the stream ends (a failed replay included), it leaves the gauge and the hub.
+            self._cleanup()
         if not self._finished:
             self.finish()
 

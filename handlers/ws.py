@@ -20,8 +20,10 @@ class EventsSocket(BaseHandler):
                tag="realtime")
     async def get(self) -> None:
         headers = self.request.headers
-        if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in [
-                token.strip().lower() for token in headers.get("Connection", "").split(",")]:
+        connection = [token.strip().lower() for token in headers.get("Connection", "").split(",")]
+        # HEAD cannot upgrade: it gets the answer a plain GET gets.
+        if self.request.method == "HEAD" or headers.get("Upgrade", "").lower() != "websocket" \
+                or "upgrade" not in connection:
             raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket only",
                            headers={"Upgrade": "websocket", "Connection": "Upgrade"})
         if headers.get("Sec-WebSocket-Version") != "13":

@@ -3,7 +3,8 @@
 import logging
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import (ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError,
+                            WTimeoutError)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,24 @@ UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+# MongoDB's OutOfDiskSpace; FerretDB passes SQLite's errors on as InternalError with their text:
+# SQLITE_FULL (the disk is full) and SQLITE_IOERR (a write the file system refused).
+_OUT_OF_DISK_SPACE = 14031
+_STORAGE_MESSAGES = ("database or disk is full", "disk i/o error", "no space left on device",
+                     "disk quota exceeded", "file too large")
+
+
+def is_out_of_storage(exc: BaseException) -> bool:
+    """Whether the database failed because it could not write to its storage (answered 507)."""
+    if not isinstance(exc, OperationFailure):
+        return False
+    if exc.code == _OUT_OF_DISK_SPACE:
+        return True
+    details = exc.details if isinstance(exc.details, dict) else {}
+    message = str(details.get("errmsg") or exc).lower()
+    return any(text in message for text in _STORAGE_MESSAGES)
 
 
 class Database:

@@ -42,6 +42,10 @@ def take_socket(handler):
     Nothing of Tornado's (handler, request, connection, stream) stays referenced, and the
     abandoned IOStream can never close or watch the socket.
     """
+    # Out of the HTTP server's connection count at once (tornado_app/httpserver.py).
+    release = getattr(handler.request.server_connection, "release", None)
+    if release is not None:
+        release()
     stream = handler.detach()
     # detach() skips what finish() would do last: BaseHandler counts requests in flight in
     # on_finish, and the handler's cycles would otherwise wait for the collector.

@@ -17,6 +17,7 @@ CODE_FOR_STATUS = {
     422: "validation_error",
     429: "rate_limited",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -60,6 +61,12 @@ def conflict(message: str) -> ApiError:
 
 def precondition_failed() -> ApiError:
     return ApiError(412, "precondition_failed", "If-Match does not match the current version")
+
+
+def insufficient_storage() -> ApiError:
+    return ApiError(507, "insufficient_storage", "the database cannot store changes right now "
+                    "(its disk is full or failing); nothing was changed, try again later",
+                    headers={"Retry-After": "30"})
 
 
 def service_unavailable(message: str = "the database is unreachable, try again shortly") -> ApiError:

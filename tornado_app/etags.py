@@ -1,5 +1,7 @@
 """ETags are the resource version in quotes; If-Match and If-None-Match compare against it."""
 
+from .wire import parse_decimal
+
 ANY = "*"
 
 
@@ -24,8 +26,11 @@ def parse_etag_list(header: str | None, weak: bool = True):
             if not weak:
                 continue
             part = part[2:]
-        if len(part) >= 2 and part[0] == part[-1] == '"' and part[1:-1].isdigit():
-            versions.add(int(part[1:-1]))
+        if len(part) >= 2 and part[0] == part[-1] == '"':
+            # A tag that is not a version we could have issued matches nothing.
+            version = parse_decimal(part[1:-1])
+            if version is not None:
+                versions.add(version)
     return versions
 
 

@@ -14,11 +14,13 @@ import bcrypt
 import jwt
 
 from .errors import unauthorized
+from .wire import bounded_int
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "type", "jti", "iat", "exp", "iss", "aud"]
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
 # bcrypt releases the GIL, so a small pool hashes in parallel while the IOLoop keeps serving.
 _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bcrypt")
@@ -86,6 +88,10 @@ class TokenService:
                                else f"not a {expected_type} token")
         fields = (claims.get("sub"), claims.get("jti"), claims.get("fam"))
         if not all(isinstance(value, str) and value for value in fields):
+            raise unauthorized("invalid token")
+        # PyJWT takes a NumericDate given as a string ("exp": "9999999999") or a float; we
+        # only ever issue integers, so anything else was not made by us.
+        if not all(bounded_int(claims[name]) for name in TIME_CLAIMS if name in claims):
             raise unauthorized("invalid token")
         return TokenClaims(sub=claims["sub"], type=claims["type"], jti=claims["jti"],
                            fam=claims["fam"], exp=float(claims["exp"]))

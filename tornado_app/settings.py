@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
-_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+_ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
 def _default_max_connections() -> int:
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if origin != "*" and not _ORIGIN.match(origin):
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://example.com")
         return [origin.rstrip("/").lower() for origin in value]
 

@@ -4,7 +4,7 @@ import re
 
 from ..errors import ApiError, forbidden, unauthorized
 
-_CHANNEL = re.compile(r"^(posts|products|post:[0-9a-f]{24}|user:[0-9a-f]{24})$")
+_CHANNEL = re.compile(r"posts|products|post:[0-9a-f]{24}|user:[0-9a-f]{24}")
 
 
 def check_channels(names, max_count: int) -> list[str]:
@@ -14,7 +14,7 @@ def check_channels(names, max_count: int) -> list[str]:
     if len(names) > max_count:
         raise ApiError(422, "validation_error", f"at most {max_count} channels per connection")
     for name in names:
-        if not isinstance(name, str) or not _CHANNEL.match(name):
+        if not isinstance(name, str) or not _CHANNEL.fullmatch(name):
             raise ApiError(422, "validation_error", f"unknown channel {str(name)[:80]!r}: expected "
                            "posts, products, post:{id} or user:{id}")
     return list(dict.fromkeys(names))

@@ -8,6 +8,7 @@ import time
 from ..db import is_unavailable
 from ..errors import ApiError
 from ..jsonbody import parse_json_object
+from ..wire import MAX_INT, bounded_int
 from .channels import check_access, check_channels, disallowed
 from .subscription import Subscription
 from .websocket import OP_TEXT, OPEN, WebSocketConnection, server_frame
@@ -38,7 +39,13 @@ class EventSession(WebSocketConnection):
         connections.sockets.add(self)
         if self.user is not None:
             self.ctx.grants.add(self)
-        super().start(handshake, received)
+        try:
+            super().start(handshake, received)
+        except Exception:
+            # Counted above: whatever fails here must still take it out (abort → on_closed).
+            log.exception("WebSocket session failed to start")
+            self.abort()
+            return
         if connections.shutting_down:
             self.close(1001, "server shutting down")
 
@@ -92,7 +99,19 @@ class EventSession(WebSocketConnection):
 
     def on_message(self, message):
         """Ops that need nothing from the database are answered at once; the others return a
-        coroutine, which the connection runs before it reads the next message."""
+        coroutine, which the connection runs before it reads the next message.
+
+        Whatever an op does wrong is answered with an error frame: the connection goes on
+        reading (an exception here would leave the frame unconsumed, to fail again at every
+        read)."""
+        try:
+            return self._handle(message)
+        except Exception:
+            log.exception("WebSocket message failed")
+            self._error("internal_error", "internal server error")
+            return None
+
+    def _handle(self, message):
         if not self._within_rate():
             return None
         if isinstance(message, bytes):
@@ -109,9 +128,8 @@ class EventSession(WebSocketConnection):
             if op == "subscribe":
                 return self._subscribe(msg, ref)
             if op == "unsubscribe":
-                channels = msg.get("channels")
-                if not isinstance(channels, list):
-                    raise ApiError(422, "validation_error", "channels must be a list")
+                channels = check_channels(msg.get("channels"),
+                                          self.ctx.settings.ws_max_subscriptions)
                 self.subscription.remove(channels)
                 self._send({"type": "unsubscribed", "channels": channels, "ref": ref})
             elif op == "ping":
@@ -126,6 +144,9 @@ class EventSession(WebSocketConnection):
                                "op must be one of subscribe, unsubscribe, ping, auth")
         except ApiError as error:
             self._op_failed(error, ref)
+        except Exception:
+            log.exception("WebSocket op %.40r failed", op)
+            self._error("internal_error", "internal server error", ref)
         return None
 
     async def _guarded(self, op, ref) -> None:
@@ -192,15 +213,15 @@ class EventSession(WebSocketConnection):
         if unknown:
             raise ApiError(422, "validation_error", f"unknown field {sorted(unknown)[0]!r}")
         since = msg.get("since")
-        if since is not None and (not isinstance(since, int) or isinstance(since, bool)
-                                  or since < 0):
-            raise ApiError(422, "validation_error", "since must be a non-negative integer")
+        if since is not None and not bounded_int(since):
+            raise ApiError(422, "validation_error",
+                           f"since must be an integer from 0 to {MAX_INT}")
         epoch = msg.get("epoch")
         if epoch is not None and (not isinstance(epoch, str) or not 0 < len(epoch) <= 64):
             raise ApiError(422, "validation_error", "epoch must be a string of 1 to 64 chars")
         limit = self.ctx.settings.ws_max_subscriptions
         channels = check_channels(msg.get("channels"), limit)
-        if len(self.subscription.channels | set(channels)) > limit:
+        if len(self.subscription.channels.keys() | set(channels)) > limit:
             raise ApiError(422, "validation_error", f"at most {limit} channels per connection")
         if any(name.startswith("user:") for name in channels):
             self._token_expired()

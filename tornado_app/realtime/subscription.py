@@ -1,8 +1,9 @@
-"""One connection's subscriptions (WebSocket or SSE): its channels, cursor and replay seam.
+"""One connection's subscriptions (WebSocket or SSE): its channels, their cursors, the replay seam.
 
 While a replay from the log runs, live events for the connection are queued; once the replay
 has sent everything up to the hub's position at subscribe time, the queue (all newer) follows.
-The cursor drops anything already sent, so the seam has no gap and no duplicate.
+Each channel's cursor drops anything already sent on it, so the seam has no gap and no
+duplicate.
 """
 
 REPLAY_PAGE = 1000
@@ -13,40 +14,43 @@ def _nowhere(record) -> None:
 
 
 class Subscription:
-    __slots__ = ("hub", "sink", "channels", "cursor", "queue", "on_expired")
+    __slots__ = ("hub", "sink", "channels", "queue", "on_expired")
 
     def __init__(self, hub, sink, on_expired=None):
         self.hub = hub
         self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
         # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
         self.on_expired = on_expired
-        self.channels: set[str] = set()
-        self.cursor = 0
+        # Channel → its cursor: the seq up to which that channel's events are sent (or were
+        # skipped at the client's request). One per channel, never one per connection: a
+        # `since` given for one channel (even one ahead of this process's hub, as when another
+        # worker's events have not reached it yet) must not hold back another channel.
+        self.channels: dict[str, int] = {}
         self.queue: list | None = None
 
     def expire(self, epoch: str, oldest_seq: int) -> None:
-        """Called by the hub when the log was replaced: the cursor means nothing any more."""
-        self.channels = set()
+        """Called by the hub when the log was replaced: the cursors mean nothing any more."""
+        self.channels = {}
         self.queue = None
-        self.cursor = 0  # the new log's seqs may be lower: subscribing again starts afresh
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
     def deliver(self, record) -> None:
         if self.queue is not None:
             self.queue.append(record)
-        elif record.seq > self.cursor and record.channel in self.channels:
-            # The channel check: a fan-out spread over several turns of the loop still holds
-            # a subscriber that has left the channel meanwhile (its right to read it ended).
-            self.cursor = record.seq
+            return
+        cursor = self.channels.get(record.channel)
+        if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
+            self.channels[record.channel] = record.seq
             self.sink(record)
 
     def add_live(self, channels: list[str]) -> None:
         """Subscribes from now on (no replay)."""
         new = [name for name in channels if name not in self.channels]
-        self.channels.update(new)
+        last_seq = self.hub.last_seq
+        for name in new:
+            self.channels[name] = last_seq
         self.hub.subscribe(self, new)
-        self.cursor = max(self.cursor, self.hub.last_seq)
 
     async def add(self, channels: list[str], since: int | None, on_subscribed=None,
                   epoch: str | None = None) -> None:
@@ -60,8 +64,9 @@ class Subscription:
             self.add_live(channels)
             return
         new = [name for name in channels if name not in self.channels]
-        self.channels.update(new)
-        self.queue = []
+        self.queue = []  # live events wait here (any channel's) until the replay is sent
+        for name in new:
+            self.channels[name] = since
         hub.subscribe(self, new)
         up_to = hub.last_seq
         try:
@@ -71,12 +76,13 @@ class Subscription:
                 for record in page:
                     if self.queue is None:
                         return  # closed during the replay
-                    if record.channel in self.channels:  # not left during the replay
-                        self.sink(record)
+                    self.sink(record)
                 if len(page) < REPLAY_PAGE:
                     break
                 after = page[-1].seq
-            self.cursor = max(self.cursor, since, up_to)
+            for name in channels:
+                if name in self.channels:  # not left meanwhile (its right to read it ended)
+                    self.channels[name] = max(self.channels[name], since, up_to)
         except BaseException:
             self.remove(new)
             raise
@@ -87,12 +93,13 @@ class Subscription:
 
     def remove(self, channels) -> None:
         present = [name for name in channels if name in self.channels]
-        self.channels.difference_update(present)
+        for name in present:
+            del self.channels[name]
         self.hub.unsubscribe(self, present)
 
     def close(self) -> None:
         self.hub.unsubscribe(self, self.channels)
-        self.channels = set()
+        self.channels = {}
         self.queue = None
         # The sink is a method of the connection that holds this subscription: dropping it ends
         # that reference cycle, so a closed connection is freed at once rather than by the

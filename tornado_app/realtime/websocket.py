@@ -274,7 +274,13 @@ class WebSocketConnection:
         self._dispatch(message)
 
     def _dispatch(self, message) -> None:
-        result = self.on_message(message)
+        try:
+            result = self.on_message(message)
+        except Exception:
+            # The frame is consumed all the same: raising out of here would leave it in the
+            # input buffer, to be parsed (and fail) again at every read.
+            log.exception("WebSocket message handling failed")
+            return
         if result is not None:
             self.busy = True
             self.loop.create_task(result).add_done_callback(self._message_done)

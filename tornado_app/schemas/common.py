@@ -2,9 +2,10 @@
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..errors import ApiError
+from ..wire import MAX_INT, is_decimal, parse_decimal
 
 
 class RequestModel(BaseModel):
@@ -19,7 +20,39 @@ class QueryModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-Limit = Annotated[int, Field(ge=1, le=100)]
+def _decimal_text(value):
+    """A query-string integer: ASCII digits only (pydantic alone takes ' 5', '+5', '5_0', '5.0')
+    and at most MAX_INT, so it can reach BSON and islice."""
+    if isinstance(value, str):
+        parsed = parse_decimal(value)
+        if parsed is None:
+            raise ValueError("must be a non-negative decimal integer"
+                             + (f" of at most {MAX_INT}" if is_decimal(value) else ""))
+        return parsed
+    return value
+
+
+def _decimal_fraction_text(value):
+    """A query-string number such as a timeout: ASCII digits with an optional fraction
+    (no exponent, sign, inf or nan)."""
+    if isinstance(value, str):
+        whole, dot, fraction = value.partition(".")
+        if not is_decimal(whole) or (dot and not is_decimal(fraction)) or len(value) > 32:
+            raise ValueError("must be a non-negative decimal number")
+        return float(value)
+    return value
+
+
+def query_int(minimum: int = 0, maximum: int = MAX_INT):
+    """The type of an integer in a query string; always bounded, so that it can be stored or
+    used as an index."""
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_decimal_text)]
+
+
+QueryInt = query_int()
+QueryNumber = Annotated[float, BeforeValidator(_decimal_fraction_text)]
+
+Limit = query_int(1, 100)
 
 
 class PageQuery(QueryModel):

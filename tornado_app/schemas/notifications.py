@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from .common import QueryModel, RequestModel
+from .common import QueryInt, QueryModel, QueryNumber, RequestModel
 
 
 class NotificationCreate(RequestModel):
@@ -47,12 +47,12 @@ EPOCH = Field(None, min_length=1, max_length=64,
 
 class PollQuery(QueryModel):
     channels: str = Field(min_length=1, max_length=10_000)
-    since: int | None = Field(None, ge=0)
+    since: QueryInt | None = None
     epoch: str | None = EPOCH
-    timeout: float = Field(30, ge=0, le=60)
+    timeout: QueryNumber = Field(30, ge=0, le=60)
 
 
 class StreamQuery(QueryModel):
     channels: str = Field(min_length=1, max_length=10_000)
-    since: int | None = Field(None, ge=0)
+    since: QueryInt | None = None
     epoch: str | None = EPOCH

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from .common import PageQuery, RequestModel
+from .common import PageQuery, RequestModel, query_int
 
 Sku = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Z0-9-]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -56,8 +56,8 @@ class StockChange(RequestModel):
 class ProductListQuery(PageQuery):
     category: str | None = Field(None, max_length=64)
     q: str | None = Field(None, max_length=200)
-    min_price_cents: Price | None = None
-    max_price_cents: Price | None = None
+    min_price_cents: query_int(0, 1_000_000_000) | None = None
+    max_price_cents: query_int(0, 1_000_000_000) | None = None
     in_stock: bool | None = None
     sort: Literal["-created_at", "price", "-price", "name"] = "-created_at"
 
