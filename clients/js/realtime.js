@@ -329,7 +329,8 @@ export class RealtimeClient {
       abort = new AbortController();
       const timer = setTimeout(() => abort.abort(), (this._pollTimeout + 15) * 1000);
       try {
-        const params = { ...this._resumeParams(), timeout: this._pollTimeout };
+        // The first request answers at once, so a working long-poll shows as open at once.
+        const params = { ...this._resumeParams(), timeout: opened ? this._pollTimeout : 0 };
         const response = await this._http('/poll', params, { signal: abort.signal });
         const body = await response.json();
         if (outcome) break; // channels changed while it was in flight: its cursor is not ours
