@@ -5,6 +5,7 @@ from pathlib import Path
 import openapi_ui_bundles.swagger_ui
 from tornado import web
 
+from tornado_app.asyncapi import build_asyncapi
 from tornado_app.openapi import build_openapi
 
 from .base import BaseHandler
@@ -27,6 +28,17 @@ class OpenApiHandler(BaseHandler):
             from tornado_app.app import ROUTES
             document = build_openapi(ROUTES)
             self.application.settings["openapi_document"] = document
+        self.send_json(document)
+
+
+class AsyncApiHandler(BaseHandler):
+    route_name = "asyncapi"
+
+    def get(self) -> None:
+        document = self.application.settings.get("asyncapi_document")
+        if document is None:
+            document = build_asyncapi()
+            self.application.settings["asyncapi_document"] = document
         self.send_json(document)
 
 

@@ -40,6 +40,7 @@ ROUTES = [
     (API + r"/poll", poll.PollHandler),
     (API + r"/stream", sse.StreamHandler),
     (r"/openapi.json", docs.OpenApiHandler),
+    (r"/asyncapi.json", docs.AsyncApiHandler),
     (r"/docs", docs.DocsHandler),
     (r"/docs/init.js", docs.DocsInitHandler),
     (r"/docs/static/(.*)", docs.DocsAssetHandler, {"path": str(docs.SWAGGER_UI)}),
