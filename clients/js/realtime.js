@@ -157,6 +157,7 @@ export class RealtimeClient {
   async _attempt(kind) {
     try {
       if (this.seq === null) await this._fetchHead();
+      if (this._closed) return { kind: 'closed' };
       const run = { websocket: this._runWebSocket, sse: this._runSse, poll: this._runPoll }[kind];
       return await run.call(this);
     } catch (error) {

@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 // post keeps the highest version seen and a deleted id stays deleted.
 const posts = new Map();
 const deleted = new Set();
-const live = { events: [], status: null, client: null, product: null };
+const live = { events: [], receivedAt: [], status: null, client: null, product: null };
 window.live = live; // for the browser test and for curious developers
 
 function upsertPost(post) {
@@ -47,6 +47,7 @@ function renderProduct() {
 
 function onPostEvent(event) {
   live.events.push(event);
+  live.receivedAt.push(Date.now());
   if (event.type === 'post.deleted') {
     deleted.add(event.data.id);
     posts.delete(event.data.id);
@@ -58,6 +59,7 @@ function onPostEvent(event) {
 
 function onProductEvent(event) {
   live.events.push(event);
+  live.receivedAt.push(Date.now());
   const product = live.product;
   if (!product || event.data.id !== product.id) return;
   if (event.type === 'product.deleted') product.deleted = true;
