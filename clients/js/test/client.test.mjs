@@ -201,3 +201,70 @@ test('the access token is refreshed before it expires', async () => {
     client.close();
   }
 });
+
+test('a channel added to an open WebSocket while events flow: each channel exactly once', async () => {
+  const server = await startServer();
+  const admin = await server.admin();
+  const client = open({ url: server.url, token: admin.token });
+  const { events, handler } = collector();
+  client.subscribe(['posts'], handler);
+  await waitFor(() => client.status.state === 'open', 10000, 'open');
+  const product = { sku: 'SKU-1', name: 'Lamp', category: 'home', price_cents: 100, stock: 1000 };
+  const created = await server.request('POST', '/api/v1/products', product, admin.token);
+  let writing = true;
+  const writer = (async () => {
+    for (let i = 0; writing; i++) {
+      await server.createPost(admin.token, `post ${i}`);
+      await server.request('POST', `/api/v1/products/${created.body.id}/stock`, { delta: -1 },
+        admin.token);
+    }
+  })();
+  await waitFor(() => events.length >= 5, 10000, '5 events');
+  client.subscribe(['products'], handler, { since: 0 }); // with its history, while posts flow
+  await sleep(500);
+  writing = false;
+  await writer;
+  const stored = await server.allEvents(['posts', 'products']);
+  await waitFor(() => events.filter((e) => e.channel === 'products').length >=
+    stored.filter((e) => e.channel === 'products').length, 10000, 'every product event');
+  await sleep(300);
+  for (const channel of ['posts', 'products']) {
+    const got = events.filter((e) => e.channel === channel).map((e) => e.seq);
+    const want = stored.filter((e) => e.channel === channel).map((e) => e.seq);
+    assert.deepEqual(got, want.slice(want.length - got.length), channel);
+    assert.equal(new Set(got).size, got.length, `${channel}: no repeats`);
+  }
+  assert.equal(events.filter((e) => e.channel === 'products').length,
+    stored.filter((e) => e.channel === 'products').length);
+});
+
+test('unsubscribe: no more events of that channel', async () => {
+  const server = await startServer();
+  const alice = await server.user('alice');
+  const client = open({ url: server.url, token: alice.token });
+  const { events, handler } = collector();
+  const subscription = client.subscribe(['posts'], handler);
+  await waitFor(() => client.status.state === 'open', 10000, 'open');
+  await server.createPost(alice.token, 'seen');
+  await waitFor(() => events.length === 1, 10000, 'one event');
+  subscription.unsubscribe();
+  await server.createPost(alice.token, 'not seen');
+  await sleep(500);
+  assert.deepEqual(events.map((e) => e.data.title), ['seen']);
+});
+
+test('backoff: full jitter under an exponential bound, never sooner than Retry-After', () => {
+  const client = connect({ url: 'http://127.0.0.1:9', backoff: { base: 100, max: 1000 } });
+  try {
+    for (const attempt of [1, 2, 3, 4, 8]) {
+      client.status.attempt = attempt;
+      const bound = Math.min(1000, 100 * 2 ** (attempt - 1));
+      const delays = Array.from({ length: 200 }, () => client._delay(0));
+      assert.ok(delays.every((d) => d >= 0 && d <= bound), `attempt ${attempt}`);
+      assert.ok(Math.max(...delays) > bound / 2, 'spread over the whole range');
+      assert.ok(Array.from({ length: 50 }, () => client._delay(3000)).every((d) => d >= 3000));
+    }
+  } finally {
+    client.close();
+  }
+});
