@@ -219,6 +219,7 @@ export class RealtimeClient {
   // cursor_expired: the events after our cursor are gone (retention) or the log was replaced
   // (another epoch). The app reloads its state; onReset may answer the Event-Seq of that reload.
   async _reset(info) {
+    this._setStatus('connecting'); // open again once resubscribed from the new cursor
     this.seq = null;
     this._cursors.clear();
     this.epoch = info.epoch || null;

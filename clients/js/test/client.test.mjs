@@ -140,10 +140,13 @@ test('cursor_expired after retention passed while away: onReset, then live again
   const resets = [];
   const { events, handler } = collector();
   let resumeAt = null;
+  const statuses = [];
+  let mark = null;
   const client = open({
-    url: server.url, token: alice.token,
+    url: server.url, token: alice.token, onStatus: (s) => statuses.push(s),
     onReset: async (info) => {
       resets.push(info);
+      mark = statuses.length - 1; // the 'connecting' of the reset
       // The app reloads what it shows; the list's Event-Seq is where to resume from.
       const page = await server.request('GET', '/api/v1/posts');
       resumeAt = Number(page.headers.get('Event-Seq'));
@@ -162,7 +165,8 @@ db["events"].delete_many({"_id": {"$lt": ${old[3].seq}}})`);
   await waitFor(() => resets.length === 1, 10000, 'onReset');
   assert.equal(resets[0].code, 'cursor_expired');
   assert.equal(resets[0].oldest_seq, old[3].seq);
-  await waitFor(() => client.status.state === 'open', 10000, 'open');
+  await waitFor(() => statuses.slice(mark).some((s) => s.state === 'open'), 10000, 'open again');
+  assert.equal(statuses[mark].state, 'connecting');
   await server.createPost(alice.token, 'after reset');
   await waitFor(() => events.some((e) => e.data.title === 'after reset'), 10000, 'a live event');
   assert.ok(events.every((e) => !e.data.title.startsWith('old ')));

@@ -249,6 +249,7 @@ class RealtimeClient:
     async def _reset(self, info: dict) -> _Outcome:
         """cursor_expired: the events after the cursor are gone or the log was replaced. The
         application reloads its state; on_reset may return the Event-Seq of that reload."""
+        self._set_status("connecting")  # open again once resubscribed from the new cursor
         self.seq = None
         self._cursors.clear()
         self.epoch = info.get("epoch")
