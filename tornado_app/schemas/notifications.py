@@ -38,6 +38,9 @@ class EventPublic(BaseModel):
 class PollResponse(BaseModel):
     events: list[EventPublic]
     cursor: int
+    # The protocol's epoch (docs/realtime.md): optional here, so the documents describe it both
+    # before and after the server sends it.
+    epoch: str | None = None
 
 
 class PollQuery(QueryModel):
