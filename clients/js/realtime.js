@@ -39,7 +39,7 @@ export class RealtimeClient {
     this.epoch = options.epoch || null;
     this._handlers = new Map(); // channel -> Set of callbacks
     this._cursors = new Map(); // channel -> last seq delivered (or its starting point)
-    this._preferred = 0; // index into _transports of the last transport that connected
+    this._preferred = 0; // index into _transports of the transport to try first
     this._closed = false;
     this._token = null;
     this._tokenExp = null;
@@ -123,6 +123,9 @@ export class RealtimeClient {
       }
       if (result.kind === 'fatal') this._onError(result.error);
       if (result.kind === 'auth') this._onError(new Error('the access token was refused (401)'));
+      // A transport that worked and dropped: the next cycle starts from the first transport
+      // again, so a fallback forced by a passing failure does not last forever.
+      if (result.kind === 'dropped') this._preferred = 0;
       this.status.attempt += 1;
       this._setStatus('reconnecting');
       await this._sleep(this._delay(result.retryAfter));

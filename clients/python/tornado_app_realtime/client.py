@@ -164,6 +164,8 @@ class RealtimeClient:
                 self._report(RuntimeError("the access token was refused (401)"))
             elif outcome.kind == "fatal":
                 self._report(outcome.error)
+            if outcome.kind == "dropped":
+                self._preferred = 0  # a passing failure does not pin a fallback forever
             self._set_status("reconnecting", self.status.attempt + 1)
             await self._sleep(self._delay(outcome.retry_after))
 
