@@ -8,6 +8,7 @@ import re
 
 import pytest
 import websockets
+from pymongo import MongoClient
 
 from tests.server_process import ServerProcess, http_json
 from tests.test_docs_browser import CHROMIUM, Page, _open_chromium
@@ -117,6 +118,40 @@ async def test_page_keeps_feed_and_stock_across_a_sigkill_restart(live_server, t
         assert titles == [f"post {i}" for i in range(19, -1, -1)]
         assert (await page.js("window.live.status"))["transport"] == "websocket"
         assert await page.js("document.getElementById('status').textContent") == "live (websocket)"
+
+
+def drop_events_before(server: ServerProcess, seq: int) -> None:
+    """Retention passes while the server is down: events before `seq` leave the log."""
+    with MongoClient(server.mongodb_uri, serverSelectionTimeoutMS=5000) as client:
+        client[server.db_name]["events"].delete_many({"_id": {"$lt": seq}})
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_page_reloads_when_its_cursor_expired_while_away(live_server, tmp_path):
+    server = await asyncio.to_thread(live_server.start)
+    token = await asyncio.to_thread(server.create_admin)
+    async with Browser(tmp_path) as page:
+        await open_live(page, server.base_url)
+        await asyncio.to_thread(create_posts, server, token, 0, 3)
+        await page.wait_for("window.live.events.length === 3")
+        # Comments move the log on without the page (it is not subscribed to post:{id}).
+        post = (await asyncio.to_thread(stored_events, server, "posts"))[-1]["data"]
+        for _ in range(3):
+            status, _, _ = await asyncio.to_thread(
+                http_json, "POST", f"{server.base_url}/api/v1/posts/{post['id']}/comments",
+                {"body": "c"}, token)
+            assert status == 201
+        newest = (await asyncio.to_thread(stored_events, server, f"post:{post['id']}"))[-1]
+        await asyncio.to_thread(server.kill)
+        await asyncio.to_thread(drop_events_before, server, newest["seq"])
+        await asyncio.to_thread(server.start)
+        await page.wait_for("window.live.resets === 1")
+        await page.wait_for("window.live.status.state === 'open'")
+        await asyncio.to_thread(create_posts, server, token, 3, 1)
+        await page.wait_for("document.querySelectorAll('#posts li').length === 4")
+        titles = await page.js("[...document.querySelectorAll('#posts strong')]"
+                               ".map(e => e.textContent)")
+        assert titles == ["post 3", "post 2", "post 1", "post 0"]
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 // post keeps the highest version seen and a deleted id stays deleted.
 const posts = new Map();
 const deleted = new Set();
-const live = { events: [], receivedAt: [], status: null, client: null, product: null };
+const live = { events: [], receivedAt: [], resets: 0, status: null, client: null, product: null };
 window.live = live; // for the browser test and for curious developers
 
 function upsertPost(post) {
@@ -101,9 +101,12 @@ const client = connect({
       load().catch((error) => console.error('loading failed', error));
     }
   },
-  onReset: async () => {
+  // The cursor expired: forget what is shown and load it again once resubscribed from "now".
+  onReset: () => {
+    live.resets += 1;
     posts.clear();
-    await load();
+    deleted.clear();
+    loaded = false;
   },
 });
 live.client = client;
