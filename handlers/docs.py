@@ -39,7 +39,13 @@ class AsyncApiHandler(BaseHandler):
         if document is None:
             document = build_asyncapi()
             self.application.settings["asyncapi_document"] = document
-        self.send_json(document)
+        # The servers are where this document was fetched from.
+        secure = self.request.protocol == "https"
+        servers = {"websocket": {**document["servers"]["websocket"], "host": self.request.host,
+                                 "protocol": "wss" if secure else "ws"},
+                   "http": {**document["servers"]["http"], "host": self.request.host,
+                            "protocol": "https" if secure else "http"}}
+        self.send_json({**document, "servers": servers})
 
 
 class DocsHandler(BaseHandler):

@@ -40,6 +40,12 @@ def test_document_is_valid_by_the_asyncapi_parser(document, tmp_path):
     assert [d for d in json.loads(done.stdout) if d["severity"] == 0] == []
 
 
+def test_servers_are_where_the_document_was_fetched_from(document, server):
+    assert document["servers"]["websocket"] == {
+        **document["servers"]["websocket"], "host": f"127.0.0.1:{server.port}", "protocol": "ws"}
+    assert document["servers"]["http"]["host"] == f"127.0.0.1:{server.port}"
+
+
 def test_document_names_every_transport_op_frame_and_event_type(document):
     assert document["asyncapi"].startswith("3.")
     addresses = {channel["address"] for channel in document["channels"].values()}

@@ -149,9 +149,10 @@ def build_asyncapi() -> dict:
         "defaultContentType": "application/json",
         "servers": {
             "websocket": {"host": "127.0.0.1:8888", "protocol": "ws",
-                          "description": "Development server (use wss behind TLS)"},
+                          "description": "This server: WebSocket (`/asyncapi.json` answers "
+                                         "with the host it was fetched from)"},
             "http": {"host": "127.0.0.1:8888", "protocol": "http",
-                     "description": "Development server (use https behind TLS)"},
+                     "description": "This server: SSE and long-poll"},
         },
         "channels": channels,
         "operations": operations,
