@@ -120,6 +120,7 @@ class RealtimeClient:
             self._notify([], removed)
 
     def __aiter__(self):
+        self.start()
         return self
 
     async def __anext__(self) -> dict:
@@ -201,6 +202,9 @@ class RealtimeClient:
             return outcome
         except (OSError, httpx.TransportError, WebSocketException, asyncio.TimeoutError) as exc:
             return _Outcome("refused", error=exc)
+        except (ValueError, KeyError, TypeError) as exc:  # an answer that is not the protocol's
+            self._report(exc)
+            return _Outcome("dropped", error=exc)
         finally:
             self._live = None
 
