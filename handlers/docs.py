@@ -5,6 +5,7 @@ from pathlib import Path
 import openapi_ui_bundles.swagger_ui
 from tornado import web
 
+from tornado_app.asyncapi import build_asyncapi
 from tornado_app.errors import ApiError
 from tornado_app.logs import request_id_var
 from tornado_app.openapi import build_openapi
@@ -30,6 +31,23 @@ class OpenApiHandler(BaseHandler):
             document = build_openapi(ROUTES)
             self.application.settings["openapi_document"] = document
         self.send_json(document)
+
+
+class AsyncApiHandler(BaseHandler):
+    route_name = "asyncapi"
+
+    def get(self) -> None:
+        document = self.application.settings.get("asyncapi_document")
+        if document is None:
+            document = build_asyncapi()
+            self.application.settings["asyncapi_document"] = document
+        # The servers are where this document was fetched from.
+        secure = self.request.protocol == "https"
+        servers = {"websocket": {**document["servers"]["websocket"], "host": self.request.host,
+                                 "protocol": "wss" if secure else "ws"},
+                   "http": {**document["servers"]["http"], "host": self.request.host,
+                            "protocol": "https" if secure else "http"}}
+        self.send_json({**document, "servers": servers})
 
 
 class DocsHandler(BaseHandler):

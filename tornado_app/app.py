@@ -2,7 +2,8 @@
 
 from tornado import web
 
-from handlers import auth, docs, health, notifications, poll, posts, products, sse, users, ws
+from handlers import (auth, docs, examples, health, notifications, poll, posts, products, sse,
+                      users, ws)
 from handlers.base import NotFoundHandler
 
 from .context import AppContext
@@ -39,9 +40,11 @@ ROUTES = [
     (API + r"/poll", poll.PollHandler),
     (API + r"/stream", sse.StreamHandler),
     (r"/openapi.json", docs.OpenApiHandler),
+    (r"/asyncapi.json", docs.AsyncApiHandler),
     (r"/docs", docs.DocsHandler),
     (r"/docs/init.js", docs.DocsInitHandler),
     (r"/docs/static/(.*)", docs.DocsAssetHandler, {"path": str(docs.SWAGGER_UI)}),
+    (r"/examples/live(|/app\.js|/realtime\.js)", examples.LivePageHandler),
 ]
 
 

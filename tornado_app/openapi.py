@@ -154,7 +154,9 @@ def build_openapi(routes) -> dict:
         "openapi": "3.1.0",
         "info": {"title": "tornado-app API", "version": __version__,
                  "description": "Blog, product catalog and auth, with realtime delivery of "
-                                "every change over WebSocket, long-poll and Server-Sent Events."},
+                                "every change over WebSocket, long-poll and Server-Sent Events. "
+                                "The realtime protocol is described in the AsyncAPI 3 document "
+                                "at [/asyncapi.json](/asyncapi.json)."},
         "paths": paths,
         "components": {
             "schemas": schemas,
