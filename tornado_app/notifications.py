@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from .clock import iso, utcnow
 from .errors import not_found, validation_error
 from .ids import parse_id
-from .outbox import LIVE, Resource, entry
+from .outbox import Resource, entry, is_live
 from .pagination import fetch_page
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ class NotificationService:
 
     async def get_for(self, user: dict, notification_id: str) -> dict:
         oid = parse_id(notification_id)
-        doc = oid and await self.notifications.find_one({"_id": oid, **LIVE})
+        doc = oid and await self.notifications.find_one({"_id": oid})
         # Someone else's notification is not found rather than forbidden: ids reveal nothing.
-        if not doc or (user["role"] != "admin" and doc["user_id"] != user["_id"]):
+        if not is_live(doc) or (user["role"] != "admin" and doc["user_id"] != user["_id"]):
             raise not_found("notification")
         return doc
 
@@ -143,6 +143,7 @@ class NotificationService:
         doc = await self.outbox.update(
             "notifications", {"_id": oid, "status": "queued"},
             {"$set": {"status": "delivered", "delivered_at": utcnow()},
-             "$push": {"_outbox": entry(f"user:{user_id}", "notification", None, cid)}}, cid)
+             "$push": {"_outbox": entry(f"user:{user_id}", "notification", None, cid)}},
+            cid, "notification")
         if doc is not None:  # else read meanwhile, or delivered by another worker
             await self.outbox.flush("notifications", doc)

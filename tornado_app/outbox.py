@@ -4,77 +4,108 @@ Neither FerretDB 1.x nor a standalone MongoDB has transactions or change streams
 and its event cannot be written together to two collections. Instead the single-document write
 that makes a change also appends the change's pending event to that document's `_outbox`
 array. The pending event is then stored in the log (`EventLog.publish`, under the change's
-unique `cid`, so a change offered twice is stored once) and popped from the document.
+unique `cid`, so a change offered twice is stored once).
 
-- The request that made the change does this at once (`flush`), so the normal path costs one
-  extra write, the pop. If it cannot (the database went away, the process died), the entry stays
-  in the document and the recovery sweep stores it later. Either way every stored change gets
-  exactly one event. The sweep reads every pending document at start (a process that died
-  before left them); after that, every few seconds, the documents this process failed to flush,
-  and, on MongoDB, every pending document again (the `outbox` index serves that query; another
-  worker may have died). FerretDB serves no such query from an index (measured: 1.1-2.2 s to
-  scan 20,000 posts), and there is only one worker on it, so it is only scanned at start.
+- The request that made the change stores its event at once (`flush`). If it cannot (the
+  database went away, the process died), the entry stays in the document and the recovery
+  sweep stores it later: at start every pending document (a process that died left them);
+  then every few seconds the documents this process failed to flush and, on MongoDB, every
+  pending document again (the `outbox` index serves that; another worker may have died).
+- Stored entries are taken out of their documents later, in batches (`$pullAll` of the exact
+  entries, one command per collection every half second). On FerretDB 1.24 every update reads
+  the whole collection (only inserts are O(1)), so one more update per request would have made
+  the normal path several times slower (bench/writes.py: 0.13x of the old POST rate, with the
+  pop on the request's path); the batch costs one such read per collection per half second.
+  Until then a recently stored entry is known in memory (`_stored`) and skipped.
 - Entries are stored in the order they were appended, and a flusher stores every entry ahead
   of its own first, so the events of one resource are in the log in the order of its versions.
 - A deleted document stays as a tombstone (`_gone: true`) until its event is stored; reads skip
-  tombstones (`LIVE`). The flush then removes it.
+  tombstones. Its deletion entry is the last that counts: a change that lands on a tombstone
+  is void, answered 404, and gets no event. The flush then removes the document.
 - Values that span two documents are completed by the same entries: a comment's entry carries
-  the `±1` for its post's `comment_count`, applied at most once (the post remembers the change
-  in `_counted` until the entry is gone); a post's deletion entry removes the post's comments.
+  the `±1` for its post's `comment_count`, applied once (the post remembers the change in
+  `_counted` for a while); a post's deletion entry removes the post's comments.
 - A write whose outcome is unknown (it timed out after it was sent: the database may still
-  apply it when it resumes) is fenced (`fence_insert`, `fence_update`): a marker is written that
-  makes the original fail if it ever arrives late. Once the fence is in, the answer is certain:
-  either the original was applied before it (success) or it never will be (503, nothing changed).
+  apply it when it resumes) is resolved before the request answers. An insert is fenced: a
+  placeholder with the same `_id` makes the original fail if it arrives late, so the answer is
+  then certain. An update is looked for; when it cannot be found yet, nothing certain can be
+  said, and the request is closed unanswered (`OutcomeUnknown`) rather than answered 503, which
+  would claim that nothing changed; if the update lands later, its event follows.
 """
 
 import asyncio
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 
 from bson import ObjectId
-from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import (DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError,
-                            WaitQueueTimeoutError)
+from pymongo import ReturnDocument
+from pymongo.errors import (DuplicateKeyError, InvalidOperation, PyMongoError,
+                            ServerSelectionTimeoutError, WaitQueueTimeoutError)
 
 from .clock import utcnow
 from .db import is_unavailable
-from .errors import service_unavailable
+from .errors import not_found, service_unavailable
 
 log = logging.getLogger(__name__)
 
-# Reads never show tombstones or fences: every query of a resource includes this.
+# Lists never show tombstones or fence placeholders: every list query includes this. A lookup
+# by id checks `is_live(doc)` instead, so its query stays `{_id}` (FerretDB serves only that
+# shape in SQLite; any other filter decodes every document in Go: 77 ms against 10 ms at 1,000
+# posts, bench/filter_cost.py).
 LIVE = {"_gone": {"$ne": True}}
 # Documents with pending events: `_outbox.cid` is indexed, and ObjectIds sort above MinKey/null.
 PENDING = {"_outbox.cid": {"$gte": ObjectId("0" * 24)}}
 SWEEP_INTERVAL = 5.0
-# Placeholders of fenced inserts are removed this often (a scan on FerretDB).
-PLACEHOLDER_PURGE_INTERVAL = 3600.0
+CLEAR_INTERVAL = 0.5
+# Cids of entries stored lately, so a flush of the same document before its entries are taken
+# out does not offer them again (which would cost a lookup in the log).
+STORED_MEMORY = 20_000
 # A placeholder that fenced off an insert is kept this long; the late original, if it ever
 # arrives, arrives within seconds of the database resuming.
 FENCE_KEEP = timedelta(hours=1)
-# How long a request may spend learning the outcome of a write that timed out.
+PLACEHOLDER_PURGE_INTERVAL = 3600.0
+# A write of unknown outcome that lands late lands within this (the database resumed).
+RETRY_FOR = 60.0
+# Tries at learning the outcome of a write that timed out, each bounded by DB_TIMEOUT.
 FENCE_ATTEMPTS = 3
 
 
 class OutcomeUnknown(Exception):
-    """A write timed out and the database could not be asked whether it happened."""
+    """A write timed out and the database could not tell whether it happened."""
 
 
 def entry(channel: str, type_: str, data: dict | None = None, cid=None, **effects) -> dict:
-    """A pending event. `data` None: the document's public form when the event is stored."""
+    """A pending event. `data` None: the document's public form when the event is stored.
+    Effects: `gone=True` (a deletion: the last entry that counts), and per resource."""
     return {"cid": cid or ObjectId(), "channel": channel, "type": type_, "data": data, **effects}
+
+
+def is_live(doc: dict | None) -> bool:
+    return doc is not None and not doc.get("_gone")
+
+
+def voided(doc: dict, cid) -> bool:
+    """Whether change `cid` came after the document's deletion (and so never happened)."""
+    for item in doc.get("_outbox") or ():
+        if item["cid"] == cid:
+            return False
+        if item.get("gone"):
+            return True
+    return bool(doc.get("_gone"))
 
 
 class Resource:
     """How the outbox treats one collection: its public form and its cross-document effects."""
 
-    def __init__(self, name: str, render, before_publish=None, after_publish=None):
+    def __init__(self, name: str, render, before_publish=None, after_cleared=None):
         self.name = name
         self.render = render
         # before_publish(outbox, doc, entry) -> bool: False when the change is void (the
         # document is removed and no event is stored).
         self.before_publish = before_publish
-        self.after_publish = after_publish
+        # after_cleared(entries): a batch of stored entries was taken out of their documents.
+        self.after_cleared = after_cleared
 
 
 class Outbox:
@@ -82,15 +113,18 @@ class Outbox:
         self.db = db
         self.events = events
         self.resources: dict[str, Resource] = {}
-        # (collection, _id) → [lock, users]: one flusher per document in this process at a time
-        # (only to save work: a second flusher's offers are found in the log and skipped).
+        # (collection, _id) → [lock, users]: one flusher per document in this process at a time.
         self._locks: dict[tuple, list] = {}
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-        # (collection, _id) of documents whose flush failed here: retried by the sweep.
-        self._retry: set[tuple] = set()
+        self._stored: OrderedDict = OrderedDict()
+        # collection → {_id: [entries stored, to take out of the document]}
+        self._to_clear: dict[str, dict] = {}
+        # (collection, _id) → until when: documents whose flush failed here, or whose write had
+        # an unknown outcome (it may land late), retried by the sweep meanwhile.
+        self._retry: dict[tuple, float] = {}
         # Whether the periodic sweep reads every pending document (an index serves it).
         self.full_sweeps = not getattr(db, "is_ferretdb", False)
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
         self.recovered = 0  # events stored by the sweep rather than by their request
         self.failures = 0
 
@@ -109,16 +143,16 @@ class Outbox:
             return await self._flush(name, doc)
         except Exception as exc:
             self.failures += 1
-            self._retry.add((name, doc["_id"]))
-            if not is_unavailable(exc):
-                log.exception("could not store the events of %s %s; the sweep will retry",
-                              name, doc["_id"])
-            else:
+            self._retry_later(name, doc["_id"])
+            if is_unavailable(exc) or isinstance(exc, InvalidOperation):
                 log.warning("could not store the events of %s %s (%s); the sweep will retry",
                             name, doc["_id"], exc)
+            else:
+                log.exception("could not store the events of %s %s; the sweep will retry",
+                              name, doc["_id"])
             return True
 
-    async def _flush(self, name: str, doc: dict) -> bool:
+    async def _flush(self, name: str, doc: dict, stored: set | None = None) -> bool:
         key = (name, doc["_id"])
         held = self._locks.get(key)
         if held is None:
@@ -126,58 +160,92 @@ class Outbox:
         held[1] += 1
         try:
             async with held[0]:
-                return await self._store_entries(self.resources[name], doc)
+                return await self._store_entries(self.resources[name], doc, stored or ())
         finally:
             held[1] -= 1
             if not held[1]:
                 del self._locks[key]
 
-    async def _store_entries(self, resource: Resource, doc: dict) -> bool:
-        collection = self.db[resource.name]
+    async def _store_entries(self, resource: Resource, doc: dict, stored) -> bool:
         entries = doc.get("_outbox") or []
         done = []
         for item in entries:
-            if resource.before_publish is not None and \
-                    not await resource.before_publish(self, doc, item):
-                await collection.delete_one({"_id": doc["_id"]})
-                return False
-            data = item["data"]
-            if data is None:
-                data = resource.render(doc)
-            await self.events.publish(item["channel"], item["type"], data, item["cid"])
-            if resource.after_publish is not None:
-                await resource.after_publish(self, doc, item)
+            cid = item["cid"]
+            if cid not in self._stored and cid not in stored:
+                if resource.before_publish is not None and \
+                        not await resource.before_publish(self, doc, item):
+                    await self.db[resource.name].delete_one({"_id": doc["_id"]})
+                    return False
+                data = item["data"]
+                if data is None:
+                    data = resource.render(doc)
+                await self.events.publish(item["channel"], item["type"], data, cid)
+                self._remember(cid)
             done.append(item)
+            if item.get("gone"):
+                break  # whatever came after the deletion is void
         if doc.get("_gone"):
-            await collection.delete_one({"_id": doc["_id"], "_gone": True})
+            await self.db[resource.name].delete_one({"_id": doc["_id"]})
         elif done:
-            # Popped from the head, each only if it is still the head: entries appended since
-            # stay for their own writer (or the sweep).
-            await collection.bulk_write(
-                [UpdateOne({"_id": doc["_id"], "_outbox.0.cid": item["cid"]},
-                           {"$pop": {"_outbox": -1}}) for item in done], ordered=True)
+            self._to_clear.setdefault(resource.name, {}).setdefault(doc["_id"], []).extend(done)
         return True
+
+    def _remember(self, cid) -> None:
+        self._stored[cid] = None
+        if len(self._stored) > STORED_MEMORY:
+            self._stored.popitem(last=False)
+
+    async def clear_stored(self) -> None:
+        """Takes stored entries out of their documents: one command per collection."""
+        batches, self._to_clear = self._to_clear, {}
+        for name, by_id in batches.items():
+            entries = [item for items in by_id.values() for item in items]
+            try:
+                await self.db[name].update_many({"_id": {"$in": list(by_id)}},
+                                                {"$pullAll": {"_outbox": entries}})
+                after_cleared = self.resources[name].after_cleared
+                if after_cleared is not None:
+                    await after_cleared(entries)
+            except PyMongoError as exc:
+                # Left in place: harmless (they are known stored), taken out next time.
+                log.warning("could not take stored events out of %s: %s", name, exc)
+                for oid, items in by_id.items():
+                    self._to_clear.setdefault(name, {}).setdefault(oid, []).extend(items)
 
     async def sweep(self) -> int:
         """Stores every pending event still in the database; returns how many documents."""
         count = 0
         for resource in list(self.resources.values()):
-            async for doc in self.db.read(resource.name).find(PENDING).sort("_id", 1):
-                if doc.get("_outbox"):
-                    await self._flush(resource.name, doc)
+            docs = await self.db.read(resource.name).find(PENDING).sort("_id", 1).to_list(None)
+            docs = [doc for doc in docs if doc.get("_outbox")]
+            if not docs:
+                continue
+            # Which of their entries the log has already: one query for all of them.
+            cids = [item["cid"] for doc in docs for item in doc["_outbox"]]
+            stored = {found["cid"] async for found in self.events.events_read.find(
+                {"cid": {"$in": cids}}, {"cid": 1})}
+            for doc in docs:
+                if any(item["cid"] not in stored for item in doc["_outbox"]):
                     count += 1
+                await self._flush(resource.name, doc, stored)
         self.recovered += count
         return count
+
+    def _retry_later(self, name: str, oid) -> None:
+        self._retry[(name, oid)] = asyncio.get_running_loop().time() + RETRY_FOR
 
     async def retry_failed(self) -> int:
         """Stores the pending events of the documents whose flush failed in this process."""
         count = 0
-        for name, oid in sorted(self._retry, key=str):
+        now = asyncio.get_running_loop().time()
+        for key, until in sorted(self._retry.items(), key=str):
+            name, oid = key
             doc = await self.db[name].find_one({"_id": oid})
             if doc is not None and doc.get("_outbox"):
                 await self._flush(name, doc)
                 count += 1
-            self._retry.discard((name, oid))
+            if until < now or doc is None:
+                self._retry.pop(key, None)
         self.recovered += count
         return count
 
@@ -187,23 +255,38 @@ class Outbox:
             await self.db[resource.name].delete_many(
                 {"_gone": True, "_fence": True, "_gone_at": {"$lt": utcnow() - FENCE_KEEP}})
 
-    # --- the recovery sweep ------------------------------------------------------------------
+    # --- background work ---------------------------------------------------------------------
 
     def start(self) -> None:
         self._stopping = False
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self._tasks or all(task.done() for task in self._tasks):
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._sweeping()), loop.create_task(self._clearing())]
 
     async def stop(self) -> None:
         # The flag as well as the cancel: a cancel that lands just as a driver call completes
-        # can be lost, and the loop must end all the same.
+        # can be lost, and the loops must end all the same.
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            await self.clear_stored()
+        except Exception as exc:  # the database may be gone already: the next start sweeps
+            log.warning("stored events left in their documents at stop: %s", exc)
 
-    async def _run(self) -> None:
+    async def _clearing(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(CLEAR_INTERVAL)
+            try:
+                await self.clear_stored()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not take stored events out of documents: %s", exc)
+
+    async def _sweeping(self) -> None:
         swept = False
         purged_at = 0.0
         loop = asyncio.get_running_loop()
@@ -231,17 +314,15 @@ class Outbox:
         found = await collection.find_one({"_id": doc["_id"]})
         if found is not None and found.get("_fence"):
             # An earlier attempt was fenced off: this one takes the place.
-            found = await collection.find_one_and_replace(
-                {"_id": doc["_id"], "_fence": True}, doc,
-                return_document=ReturnDocument.AFTER) or await collection.find_one(
-                {"_id": doc["_id"]})
-        if found is None or found.get("_gone"):
+            await collection.replace_one({"_id": doc["_id"], "_fence": True}, doc)
+            found = await collection.find_one({"_id": doc["_id"]})
+        if not is_live(found):
             return None
         if not await self.flush(name, found):
             return None
         return found
 
-    # --- writes whose outcome is unknown -----------------------------------------------------
+    # --- writes whose outcome must be known --------------------------------------------------
 
     async def insert(self, name: str, doc: dict) -> None:
         """insert_one that never leaves the outcome unknown: raises DuplicateKeyError, a 503 (the
@@ -258,7 +339,7 @@ class Outbox:
                 if await self._fence_insert(collection, doc):
                     return  # the original got there first
             except OutcomeUnknown:
-                self._retry.add((name, doc["_id"]))
+                self._retry_later(name, doc["_id"])
                 raise
             raise service_unavailable() from exc
 
@@ -282,43 +363,35 @@ class Outbox:
                     raise
         raise OutcomeUnknown(f"could not learn whether {doc['_id']} was stored")
 
-    async def update(self, name: str, query: dict, update: dict, cid) -> dict | None:
-        """find_one_and_update (after) whose update appends the entry `cid`; never leaves the
-        outcome unknown. None: nothing matched."""
+    async def update(self, name: str, query: dict, update: dict, cid, what: str) -> dict | None:
+        """find_one_and_update (after) whose update appends the entry `cid`. None: nothing
+        matched. A change that landed on a deleted document is void: 404."""
         collection = self.db[name]
-        query = {**query, "_fences": {"$ne": cid}}
         try:
-            return await collection.find_one_and_update(query, update,
-                                                        return_document=ReturnDocument.AFTER)
+            doc = await collection.find_one_and_update(query, update,
+                                                       return_document=ReturnDocument.AFTER)
         except PyMongoError as exc:
             if not _maybe_applied(exc):
                 raise
-            try:
-                doc = await self._fence_update(collection, query["_id"], cid)
-            except OutcomeUnknown:
-                self._retry.add((name, query["_id"]))
-                raise
-            if doc is None:
-                raise service_unavailable() from exc
-            return doc
+            doc = await self._find_update(name, query["_id"], cid)
+        if doc is not None and voided(doc, cid):
+            raise not_found(what)
+        return doc
 
-    async def _fence_update(self, collection, oid, cid) -> dict | None:
-        """The document if the update `cid` was applied; None once it is certain it never will."""
+    async def _find_update(self, name: str, oid, cid) -> dict:
+        """The document if update `cid` was applied; OutcomeUnknown if that cannot be known."""
         for _ in range(FENCE_ATTEMPTS):
             try:
-                doc = await collection.find_one_and_update(
-                    {"_id": oid}, {"$push": {"_fences": cid}},
-                    return_document=ReturnDocument.AFTER)
-                if doc is None:
-                    return None
-                if any(item["cid"] == cid for item in doc.get("_outbox") or ()):
+                doc = await self.db[name].find_one({"_id": oid})
+                if doc is not None and any(item["cid"] == cid for item in doc.get("_outbox") or ()):
                     return doc
                 if await self.events.find_change(cid):
-                    return doc  # applied, and its event stored and popped already
-                return None
+                    return doc  # applied, and its event stored and taken out already
+                break  # not (yet) applied: it may still arrive
             except PyMongoError as exc:
                 if not is_unavailable(exc):
                     raise
+        self._retry_later(name, oid)
         raise OutcomeUnknown(f"could not learn whether change {cid} was applied")
 
 

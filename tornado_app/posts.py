@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from .clock import iso, utcnow
 from .errors import forbidden, not_found
 from .ids import parse_id
-from .outbox import LIVE, Resource, entry
+from .outbox import LIVE, Resource, entry, is_live
 from .pagination import Page, fetch_page
 from .versioned import update_versioned
 
@@ -56,7 +56,7 @@ class PostStore:
         self.users = users
         outbox.register(Resource("posts", post_public, before_publish=self._cascade))
         outbox.register(Resource("comments", comment_public, before_publish=self._count,
-                                 after_publish=self._forget_counted))
+                                 after_cleared=self._forget_counted))
 
     # --- posts -------------------------------------------------------------------------------
 
@@ -72,8 +72,8 @@ class PostStore:
 
     async def get(self, post_id: str) -> dict:
         oid = parse_id(post_id)
-        doc = oid and await self.posts_read.find_one({"_id": oid, **LIVE})
-        if not doc:
+        doc = oid and await self.posts_read.find_one({"_id": oid})
+        if not is_live(doc):
             raise not_found("post")
         return doc
 
@@ -106,10 +106,10 @@ class PostStore:
         cid = ObjectId()
         # A tombstone until the event is stored; its comments go when the event does.
         doc = await self.outbox.update(
-            "posts", {"_id": oid, **LIVE},
+            "posts", {"_id": oid},
             {"$set": {"_gone": True, "_gone_at": utcnow()},
              "$push": {"_outbox": entry("posts", "post.deleted", {"id": str(oid)}, cid,
-                                        cascade=True)}}, cid)
+                                        gone=True, cascade=True)}}, cid, "post")
         if doc is None:
             raise not_found("post")
         await self.outbox.flush("posts", doc)
@@ -138,8 +138,8 @@ class PostStore:
 
     async def delete_comment(self, user: dict, comment_id: str) -> None:
         oid = parse_id(comment_id)
-        comment = oid and await self.comments.find_one({"_id": oid, **LIVE})
-        if not comment:
+        comment = oid and await self.comments.find_one({"_id": oid})
+        if not is_live(comment):
             raise not_found("comment")
         if not _can_edit(user, comment["author_id"]):
             post = await self.posts.find_one({"_id": comment["post_id"]}, {"author_id": 1})
@@ -148,11 +148,11 @@ class PostStore:
                                 "delete this comment")
         cid = ObjectId()
         doc = await self.outbox.update(
-            "comments", {"_id": oid, **LIVE},
+            "comments", {"_id": oid},
             {"$set": {"_gone": True, "_gone_at": utcnow()},
              "$push": {"_outbox": entry(f"post:{comment['post_id']}", "comment.deleted",
                                         {"id": str(oid), "post_id": str(comment["post_id"])},
-                                        cid, count=-1)}}, cid)
+                                        cid, gone=True, count=-1)}}, cid, "comment")
         if doc is None:
             raise not_found("comment")
         await self.outbox.flush("comments", doc)
@@ -179,11 +179,17 @@ class PostStore:
         # A new comment on a post that is gone or going is void; a deletion has nothing to do.
         return delta < 0
 
-    async def _forget_counted(self, outbox, comment: dict, item: dict) -> None:
-        if item.get("count"):
+    async def _forget_counted(self, entries) -> None:
+        """Once a batch of comment changes is done with, their posts forget the oldest counted
+        change past COUNTED_MEMORY: one command per batch (each is a scan on FerretDB)."""
+        post_ids = {parse_id(item["channel"].partition(":")[2]) for item in entries
+                    if item.get("count")}
+        post_ids.discard(None)
+        if post_ids:
             cutoff = ObjectId.from_datetime(utcnow() - COUNTED_MEMORY)
-            await self.posts.update_one({"_id": comment["post_id"], "_counted.0": {"$lt": cutoff}},
-                                        {"$pop": {"_counted": -1}})
+            await self.posts.update_many(
+                {"_id": {"$in": list(post_ids)}, "_counted.0": {"$lt": cutoff}},
+                {"$pop": {"_counted": -1}})
 
     # --- creation, safe to retry -------------------------------------------------------------
 

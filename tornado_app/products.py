@@ -8,7 +8,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from .clock import iso, utcnow
 from .errors import ApiError, conflict, not_found, validation_error
 from .ids import parse_id
-from .outbox import LIVE, Resource, entry
+from .outbox import Resource, entry, is_live
 from .pagination import fetch_page
 from .versioned import update_versioned
 
@@ -53,8 +53,8 @@ class ProductStore:
 
     async def get(self, product_id: str) -> dict:
         oid = parse_id(product_id)
-        doc = oid and await self.products_read.find_one({"_id": oid, **LIVE})
-        if not doc:
+        doc = oid and await self.products_read.find_one({"_id": oid})
+        if not is_live(doc):
             raise not_found("product")
         return doc
 
@@ -105,10 +105,10 @@ class ProductStore:
         cid = ObjectId()
         # A tombstone until its event is stored.
         doc = await self.outbox.update(
-            "products", {"_id": oid, **LIVE},
+            "products", {"_id": oid},
             {"$set": {"_gone": True, "_gone_at": utcnow()},
-             "$push": {"_outbox": entry("products", "product.deleted", {"id": str(oid)}, cid)}},
-            cid)
+             "$push": {"_outbox": entry("products", "product.deleted", {"id": str(oid)}, cid,
+                                        gone=True)}}, cid, "product")
         if doc is None:
             raise not_found("product")
         await self.outbox.flush("products", doc)
@@ -120,7 +120,9 @@ class ProductStore:
         cid = op_id or ObjectId()
         if op_id is not None:
             # A retry of a change that may have been applied (Idempotency-Key): applied once.
-            done = await self.products.find_one({"_id": oid, "_outbox.cid": cid}) or (
+            current = await self.products.find_one({"_id": oid})
+            pending = current and any(item["cid"] == cid for item in current.get("_outbox", ()))
+            done = current if pending else (
                 await self.outbox.events.find_change(cid) and await self.get(product_id))
             if done:
                 await self.outbox.flush("products", done)
@@ -129,12 +131,13 @@ class ProductStore:
         # operation, so concurrent changes can never take the stock below zero.
         bound = {"$gte": -delta} if delta < 0 else {"$lte": MAX_STOCK - delta}
         doc = await self.outbox.update(
-            "products", {"_id": oid, **LIVE, "stock": bound},
+            "products", {"_id": oid, "stock": bound},
             {"$inc": {"stock": delta, "version": 1}, "$set": {"updated_at": utcnow()},
-             "$push": {"_outbox": entry("products", "product.stock_changed", None, cid)}}, cid)
+             "$push": {"_outbox": entry("products", "product.stock_changed", None, cid)}},
+            cid, "product")
         if doc is None:
-            current = await self.products.find_one({"_id": oid, **LIVE}, {"stock": 1})
-            if current is None:
+            current = await self.products.find_one({"_id": oid}, {"stock": 1, "_gone": 1})
+            if not is_live(current):
                 raise not_found("product")
             if delta < 0:
                 raise ApiError(409, "insufficient_stock",

@@ -10,7 +10,7 @@ from bson import ObjectId
 from .clock import utcnow
 from .errors import not_found, precondition_failed
 from .etags import ANY
-from .outbox import LIVE, entry
+from .outbox import entry, is_live
 
 
 async def update_versioned(outbox, name: str, oid, changes: dict, expected, what: str,
@@ -18,16 +18,15 @@ async def update_versioned(outbox, name: str, oid, changes: dict, expected, what
     """Applies `changes` ($set) to one live document; `expected` is the parsed
     If-Match (or None). Returns the document after the change, its event already stored or
     left to the recovery sweep."""
-    query = {"_id": oid, **LIVE}
+    query = {"_id": oid}
     if expected is not None and expected != ANY:
         query["version"] = {"$in": sorted(expected)}
     cid = ObjectId()
     update = {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1},
               "$push": {"_outbox": entry(channel, event_type, None, cid)}}
-    doc = await outbox.update(name, query, update, cid)
+    doc = await outbox.update(name, query, update, cid, what)
     if doc is None:
-        live = {"_id": oid, **LIVE}
-        if expected is not None and await outbox.db[name].find_one(live, {"_id": 1}):
+        if expected is not None and is_live(await outbox.db[name].find_one({"_id": oid})):
             raise precondition_failed()
         raise not_found(what)
     await outbox.flush(name, doc)
