@@ -18,6 +18,11 @@ What a run also records, to show where the time goes: the CPU time of the server
 FerretDB per 201, and the database commands per 201 (FerretDB's own counters from
 `serverStatus`, read before and after the load).
 
+With --trace-db, every server runs under bench/dbtrace.py, which times each database command
+the server sends, keyed by command, collection and filter shape, and marks the filters FerretDB
+cannot serve from its primary key. Tracing slows the server: its figures are for finding where
+the time goes, not for comparing with untraced runs.
+
 Results go to bench/results/<mode>/writes.json, a summary to stdout.
 """
 
@@ -26,10 +31,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -131,10 +138,52 @@ def imported_from(tree: Path) -> dict:
 
 
 class TreeServer(Ours):
-    """Our server from a given code tree, against the run's FerretDB."""
+    """Our server from a given code tree, against the run's FerretDB; with `trace`, run.py under
+    bench/dbtrace.py, its database commands timed."""
+
+    def __init__(self, stack, root: Path, name: str, trace: Path | None = None):
+        super().__init__(stack, root=root, name=name)
+        self.trace = trace
+        self.readings = 0
+
+    def command(self) -> list[str]:
+        if self.trace is None:
+            return super().command()
+        return [sys.executable, str(ROOT / "bench" / "dbtrace.py"), str(self.trace), "run.py",
+                "--workers", str(self.workers)]
 
     def env(self) -> dict:
         return {**super().env(), **tree_env(self.root)}
+
+    def trace_reading(self, timeout: float = 10.0) -> dict:
+        """The traced commands so far (dbtrace writes them on SIGUSR1)."""
+        self.readings += 1
+        path = Path(f"{self.trace}.{self.readings}")
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no trace reading from the server:\n{self.proc.tail()}")
+            time.sleep(0.05)
+        return json.loads(path.read_text())["totals"]
+
+
+def trace_per_201(before: dict, after: dict, created: int) -> dict:
+    """Per traced command key: how many per 201, their mean time and their time per 201 (ms),
+    most time first."""
+    rows = {}
+    for key, row in after.items():
+        first = before.get(key, {"count": 0, "failed": 0, "seconds": 0.0})
+        count = row["count"] - first["count"]
+        if count <= 0:
+            continue
+        seconds = row["seconds"] - first["seconds"]
+        rows[key] = {"per_201": round(count / created, 3),
+                     "failed_per_201": round((row["failed"] - first["failed"]) / created, 3),
+                     "mean_ms": round(seconds / count * 1000, 3),
+                     "ms_per_201": round(seconds / created * 1000, 3),
+                     "pushdown": row["pushdown"]}
+    return dict(sorted(rows.items(), key=lambda item: -item[1]["ms_per_201"]))
 
 
 def statuses(out: str) -> dict:
@@ -162,11 +211,13 @@ def collection_sizes(uri: str) -> dict:
                 for name in sorted(db.list_collection_names())}
 
 
-def one(label: str, tree: Path, scratch, mode, threads: int, connections: int) -> dict:
+def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
+        trace: bool = False) -> dict:
     """One run of one tree: fresh FerretDB, fresh server, the load, everything stopped."""
     imported = imported_from(tree)
     with RunStack(scratch.log_dir) as stack:
-        server = TreeServer(stack, root=tree, name=f"writes-{label}")
+        server = TreeServer(stack, root=tree, name=f"writes-{label}",
+                            trace=stack.tmp / "dbtrace.json" if trace else None)
         server.start()
         try:
             status, doc, _ = api.create_post(server.port, server.token, "Check post")
@@ -181,12 +232,14 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int) -
                 return (sum(procs.cpu_seconds(pid) for pid in pids),
                         procs.cpu_seconds(database))
 
+            traced_before = server.trace_reading() if trace else None
             commands_before = db_commands(stack.uri)
             server_before, db_before = cpu()
             result = wrkrun.run(f"http://127.0.0.1:{server.port}/api/v1/posts",
                                 mode.wrk_duration, threads, connections, str(script))
             server_after, db_after = cpu()
             commands_after = db_commands(stack.uri)
+            traced_after = server.trace_reading() if trace else None
         finally:
             server.stop()
         counts = statuses(result.pop("out", ""))
@@ -205,34 +258,37 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int) -
                       for name, total in commands_after.items()}
             result["db_commands_per_201"] = {name: round(n / created, 3)
                                              for name, n in sorted(deltas.items()) if n}
+            if trace:
+                result["traced_per_201"] = trace_per_201(traced_before, traced_after, created)
         if not counts:
             result["error"] = "the Lua script reported no answers"
         return result
 
 
 def measure(stack, mode, before: Path | None = None, threads: int = THREADS,
-            connections: int = CONNECTIONS) -> dict:
+            connections: int = CONNECTIONS, trace: bool = False) -> dict:
     trees = ([("before", Path(before).resolve())] if before else []) + [("after", ROOT)]
     runs = []
     for i in range(mode.runs):
         runs.append({label: cli.attempt(f"writes run {i + 1} {label} ({tree})", one, label, tree,
-                                        stack, mode, threads, connections)
+                                        stack, mode, threads, connections, trace)
                      for label, tree in trees})
     data = {"runs": runs, "targets": {label: str(tree) for label, tree in trees},
-            "interpreter": sys.executable,
+            "interpreter": sys.executable, "traced": trace,
             "load": f"wrk -t{threads} -c{connections} -d{mode.wrk_duration} -s post.lua "
                     "(POST /api/v1/posts, bearer token)"}
     data["summary"] = summarize(data)
     return data
 
 
-def scenario(before: Path | None = None, threads: int = THREADS, connections: int = CONNECTIONS):
+def scenario(before: Path | None = None, threads: int = THREADS, connections: int = CONNECTIONS,
+             trace: bool = False):
     """`measure` as bench.cli runs it: no shared stack, and the arguments in its command line."""
     def measure_writes(stack, mode):
-        return measure(stack, mode, before, threads, connections)
+        return measure(stack, mode, before, threads, connections, trace)
     measure_writes.stack_class = Scratch
     measure_writes.extra_args = " ".join(
-        ([f"--before {before}"] if before else [])
+        ([f"--before {before}"] if before else []) + (["--trace-db"] if trace else [])
         + ([f"--threads {threads}"] if threads != THREADS else [])
         + ([f"--connections {connections}"] if connections != CONNECTIONS else []))
     return measure_writes
@@ -303,6 +359,20 @@ def text(data: dict) -> str:
         if s.get("db_commands_per_201"):
             lines.append(f"{'':8} database commands per 201: " + ", ".join(
                 f"{name} {n:.2f}" for name, n in s["db_commands_per_201"].items()))
+    if data.get("traced"):
+        lines += ["", "Traced (the listener slows the server; these runs are not the benchmark):"]
+        for label in data["targets"]:
+            for i, run in enumerate(data["runs"], 1):
+                rows = (run.get(label) or {}).get("traced_per_201")
+                if not rows:
+                    continue
+                lines.append(f"{label} run {i}: database time per 201 by command "
+                             "(count per 201, mean ms, ms per 201; * = scans the collection)")
+                for key, row in rows.items():
+                    lines.append(f"  {row['per_201']:7.3f} x {row['mean_ms']:8.3f} ms = "
+                                 f"{row['ms_per_201']:8.3f} ms  {'' if row['pushdown'] else '*'}"
+                                 f"{key}" + (f"  ({row['failed_per_201']} failed per 201)"
+                                             if row["failed_per_201"] else ""))
     if "ratio_of_medians" in summary:
         lines.append(f"after/before (medians of 201/s): {summary['ratio_of_medians']:.3f}; "
                      "pair by pair: " + ", ".join(f"{r:.3f}" for r in summary["ratio_per_pair"]))
@@ -317,10 +387,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one run of 3 s (a smoke run)")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--trace-db", action="store_true",
+                        help="time every database command (slows the server: for profiling)")
     args = parser.parse_args()
     if args.before is not None and not (args.before / "run.py").is_file():
         parser.error(f"{args.before} has no run.py")
-    data = cli.run_scenario("writes", scenario(args.before, args.threads, args.connections),
+    name = "writes-traced" if args.trace_db else "writes"
+    data = cli.run_scenario(name, scenario(args.before, args.threads, args.connections,
+                                           args.trace_db),
                             args.quick, args.runs, write_report=False)
     print(text(data))
 
