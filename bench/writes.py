@@ -18,6 +18,9 @@ What a run also records, to show where the time goes: the CPU time of the server
 FerretDB per 201, and the database commands per 201 (FerretDB's own counters from
 `serverStatus`, read before and after the load).
 
+With --seed-posts N, the database holds N posts (written directly, no pending events) before
+the load: what a write costs can depend on how many documents its collection holds.
+
 With --trace-db, every server runs under bench/dbtrace.py, which times each database command
 the server sends, keyed by command, collection and filter shape, and marks the filters FerretDB
 cannot serve from its primary key. Tracing slows the server: its figures are for finding where
@@ -211,8 +214,23 @@ def collection_sizes(uri: str) -> dict:
                 for name in sorted(db.list_collection_names())}
 
 
+def seed_posts(uri: str, count: int) -> None:
+    """`count` posts by one author, shaped as both trees store them (none has pending events)."""
+    from datetime import datetime, timezone
+
+    from bson import ObjectId
+    now = datetime.now(timezone.utc)
+    author = ObjectId()
+    with MongoClient(uri, serverSelectionTimeoutMS=10000) as client:
+        posts = client[DB_NAME]["posts"]
+        for start in range(0, count, 1000):
+            posts.insert_many([{**BODY, "author_id": author, "author_username": "seeded",
+                                "comment_count": 0, "version": 1, "created_at": now,
+                                "updated_at": now} for _ in range(min(1000, count - start))])
+
+
 def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
-        trace: bool = False) -> dict:
+        trace: bool = False, seed: int = 0) -> dict:
     """One run of one tree: fresh FerretDB, fresh server, the load, everything stopped."""
     imported = imported_from(tree)
     with RunStack(scratch.log_dir) as stack:
@@ -220,6 +238,8 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
                             trace=stack.tmp / "dbtrace.json" if trace else None)
         server.start()
         try:
+            if seed:
+                seed_posts(stack.uri, seed)
             status, doc, _ = api.create_post(server.port, server.token, "Check post")
             if status != 201:
                 raise RuntimeError(f"a first POST /api/v1/posts answered {status}: {doc}")
@@ -266,29 +286,31 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
 
 
 def measure(stack, mode, before: Path | None = None, threads: int = THREADS,
-            connections: int = CONNECTIONS, trace: bool = False) -> dict:
+            connections: int = CONNECTIONS, trace: bool = False, seed: int = 0) -> dict:
     trees = ([("before", Path(before).resolve())] if before else []) + [("after", ROOT)]
     runs = []
     for i in range(mode.runs):
         runs.append({label: cli.attempt(f"writes run {i + 1} {label} ({tree})", one, label, tree,
-                                        stack, mode, threads, connections, trace)
+                                        stack, mode, threads, connections, trace, seed)
                      for label, tree in trees})
     data = {"runs": runs, "targets": {label: str(tree) for label, tree in trees},
-            "interpreter": sys.executable, "traced": trace,
+            "interpreter": sys.executable, "traced": trace, "seed_posts": seed,
             "load": f"wrk -t{threads} -c{connections} -d{mode.wrk_duration} -s post.lua "
-                    "(POST /api/v1/posts, bearer token)"}
+                    "(POST /api/v1/posts, bearer token)"
+                    + (f", {seed:,} posts in the database first" if seed else "")}
     data["summary"] = summarize(data)
     return data
 
 
 def scenario(before: Path | None = None, threads: int = THREADS, connections: int = CONNECTIONS,
-             trace: bool = False):
+             trace: bool = False, seed: int = 0):
     """`measure` as bench.cli runs it: no shared stack, and the arguments in its command line."""
     def measure_writes(stack, mode):
-        return measure(stack, mode, before, threads, connections, trace)
+        return measure(stack, mode, before, threads, connections, trace, seed)
     measure_writes.stack_class = Scratch
     measure_writes.extra_args = " ".join(
         ([f"--before {before}"] if before else []) + (["--trace-db"] if trace else [])
+        + ([f"--seed-posts {seed}"] if seed else [])
         + ([f"--threads {threads}"] if threads != THREADS else [])
         + ([f"--connections {connections}"] if connections != CONNECTIONS else []))
     return measure_writes
@@ -387,14 +409,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one run of 3 s (a smoke run)")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--seed-posts", type=int, default=0, metavar="N",
+                        help="N posts in the database before the load")
     parser.add_argument("--trace-db", action="store_true",
                         help="time every database command (slows the server: for profiling)")
     args = parser.parse_args()
     if args.before is not None and not (args.before / "run.py").is_file():
         parser.error(f"{args.before} has no run.py")
-    name = "writes-traced" if args.trace_db else "writes"
+    # Profiling runs (traced, or on a seeded database) keep the benchmark's own results.
+    name = "writes" + ("-traced" if args.trace_db else "") + \
+        (f"-seed{args.seed_posts}" if args.seed_posts else "")
     data = cli.run_scenario(name, scenario(args.before, args.threads, args.connections,
-                                           args.trace_db),
+                                           args.trace_db, args.seed_posts),
                             args.quick, args.runs, write_report=False)
     print(text(data))
 
