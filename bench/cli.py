@@ -63,7 +63,8 @@ def run_scenario(scenario: str, measure, quick: bool, runs: int | None = None,
         data = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
         log(f"scenario {scenario} FAILED: {exc!r}")
     data.update(scenario=scenario, mode=mode.name, runs_requested=mode.runs,
-                command=command_line(scenario, quick, runs, getattr(measure, "extra_args", "")),
+                command=getattr(measure, "command", None)
+                or command_line(scenario, quick, runs, getattr(measure, "extra_args", "")),
                 started=started,
                 seconds=time.time() - started)
     path = mode.results_dir / f"{scenario}.json"

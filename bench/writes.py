@@ -51,6 +51,9 @@ from .targets import DB_NAME, Ours
 
 THREADS = 2
 CONNECTIONS = 32
+# Every answer counts, however slow: wrk's default 2 s would drop the slowest from the latency
+# figures (and count them as socket errors).
+WRK_TIMEOUT = "60s"
 BODY = {"title": "Benchmark post", "content": "One write, and its event.", "tags": ["bench"]}
 
 LUA = """-- POST /api/v1/posts with a bearer token; every thread counts the answers by status.
@@ -256,7 +259,8 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
             commands_before = db_commands(stack.uri)
             server_before, db_before = cpu()
             result = wrkrun.run(f"http://127.0.0.1:{server.port}/api/v1/posts",
-                                mode.wrk_duration, threads, connections, str(script))
+                                mode.wrk_duration, threads, connections, str(script),
+                                WRK_TIMEOUT)
             server_after, db_after = cpu()
             commands_after = db_commands(stack.uri)
             traced_after = server.trace_reading() if trace else None
@@ -358,7 +362,8 @@ def text(data: dict) -> str:
     summary = data.get("summary") or {}
     if "error" in data:
         return f"writes FAILED: {data['error']}"
-    lines = [f"POST /api/v1/posts, {data['load']}, {len(data['runs'])} run(s) per tree"
+    lines = [f"$ {data.get('command')}",
+             f"POST /api/v1/posts, {data['load']}, {len(data['runs'])} run(s) per tree"
              + (", interleaved before/after" if "before" in summary else ""),
              f"{'':8} {'201/s median (min-max, spread)':34} {'p50 ms':>8} {'p99 ms':>8} "
              f"{'server us/201':>14} {'db us/201':>10} {'non-201':>8} {'loadavg':>12}"]
@@ -376,6 +381,9 @@ def text(data: dict) -> str:
         lines.append(f"{label:8} {rate_text:34} {med('p50_ms'):>8} {med('p99_ms'):>8} "
                      f"{med('server_cpu_us', 0):>14} {med('db_cpu_us', 0):>10} "
                      f"{s.get('non_201', 0):>8} {load_text:>12}")
+        errors = [(run.get(label) or {}).get("socket_errors") for run in data["runs"]]
+        if any(errors):
+            lines.append(f"{'':8} wrk socket errors: " + "; ".join(e or "none" for e in errors))
         if s.get("failed_runs"):
             lines.append(f"{'':8} {s['failed_runs']} run(s) failed: see the results JSON")
         if s.get("db_commands_per_201"):
@@ -419,9 +427,10 @@ def main() -> None:
     # Profiling runs (traced, or on a seeded database) keep the benchmark's own results.
     name = "writes" + ("-traced" if args.trace_db else "") + \
         (f"-seed{args.seed_posts}" if args.seed_posts else "")
-    data = cli.run_scenario(name, scenario(args.before, args.threads, args.connections,
-                                           args.trace_db, args.seed_posts),
-                            args.quick, args.runs, write_report=False)
+    measure_writes = scenario(args.before, args.threads, args.connections, args.trace_db,
+                              args.seed_posts)
+    measure_writes.command = " ".join(["python -m bench.writes", *sys.argv[1:]])
+    data = cli.run_scenario(name, measure_writes, args.quick, args.runs, write_report=False)
     print(text(data))
 
 

@@ -14,17 +14,20 @@ def _ms(text: str) -> float:
 
 
 def command(url: str, duration: str, threads: int = 2, connections: int = 64,
-            script: str | None = None) -> list[str]:
+            script: str | None = None, timeout: str | None = None) -> list[str]:
     return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--latency",
-            *(["-s", script] if script else []), url]
+            *(["-s", script] if script else []), *(["--timeout", timeout] if timeout else []),
+            url]
 
 
 def run(url: str, duration: str, threads: int = 2, connections: int = 64,
-        script: str | None = None) -> dict:
-    """wrk's figures; with a Lua `script` (wrk -s), its output is in the result as `out`."""
+        script: str | None = None, timeout: str | None = None) -> dict:
+    """wrk's figures; with a Lua `script` (wrk -s), its output is in the result as `out`.
+    `timeout`: wrk's per-request timeout (its default, 2 s, leaves slower answers out of the
+    latency figures and counts them as socket errors)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found: apt-get install wrk")
-    args = command(url, duration, threads, connections, script)
+    args = command(url, duration, threads, connections, script, timeout)
     load = os.getloadavg()[0]
     out = subprocess.run(args, capture_output=True, text=True, timeout=300).stdout
     result = {"command": " ".join(args), "loadavg_start": load, **parse(out)}
