@@ -26,6 +26,10 @@ the server sends, keyed by command, collection and filter shape, and marks the f
 cannot serve from its primary key. Tracing slows the server: its figures are for finding where
 the time goes, not for comparing with untraced runs.
 
+With --py-spy BIN (py-spy is not a dependency: install it anywhere, e.g. a venv of its own),
+the server is sampled during the load, and its stacks (py-spy's "raw", collapsed format) are saved
+as bench/results/<mode>/logs/<scenario>/pyspy-<tree>-<run>.txt.
+
 Results go to bench/results/<mode>/writes.json, a summary to stdout.
 """
 
@@ -233,7 +237,7 @@ def seed_posts(uri: str, count: int) -> None:
 
 
 def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
-        trace: bool = False, seed: int = 0) -> dict:
+        trace: bool = False, seed: int = 0, py_spy: str | None = None) -> dict:
     """One run of one tree: fresh FerretDB, fresh server, the load, everything stopped."""
     imported = imported_from(tree)
     with RunStack(scratch.log_dir) as stack:
@@ -258,16 +262,30 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
             traced_before = server.trace_reading() if trace else None
             commands_before = db_commands(stack.uri)
             server_before, db_before = cpu()
+            sampler = None
+            if py_spy:
+                profile = scratch.log_dir / f"pyspy-{label}-{server.runs_started}-{os.getpid()}.txt"
+                sampler = subprocess.Popen(
+                    [py_spy, "record", "--nonblocking", "--format", "raw", "--output",
+                     str(profile), "--pid", str(server.proc.pid),
+                     "--duration", str(int(wrkrun._ms(mode.wrk_duration) / 1000))],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             result = wrkrun.run(f"http://127.0.0.1:{server.port}/api/v1/posts",
                                 mode.wrk_duration, threads, connections, str(script),
                                 WRK_TIMEOUT)
             server_after, db_after = cpu()
             commands_after = db_commands(stack.uri)
             traced_after = server.trace_reading() if trace else None
+            if sampler is not None:
+                _, err = sampler.communicate(timeout=60)
+                if sampler.returncode:
+                    raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
         finally:
             server.stop()
         counts = statuses(result.pop("out", ""))
         created = counts.get("201", 0)
+        if py_spy:
+            result["py_spy_profile"] = str(profile)
         result.update(tree=str(tree), tree_code=server.code, imported=imported,
                       statuses=counts, created=created,
                       non_201=sum(n for s, n in counts.items() if s != "201"),
@@ -290,12 +308,13 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
 
 
 def measure(stack, mode, before: Path | None = None, threads: int = THREADS,
-            connections: int = CONNECTIONS, trace: bool = False, seed: int = 0) -> dict:
+            connections: int = CONNECTIONS, trace: bool = False, seed: int = 0,
+            py_spy: str | None = None) -> dict:
     trees = ([("before", Path(before).resolve())] if before else []) + [("after", ROOT)]
     runs = []
     for i in range(mode.runs):
         runs.append({label: cli.attempt(f"writes run {i + 1} {label} ({tree})", one, label, tree,
-                                        stack, mode, threads, connections, trace, seed)
+                                        stack, mode, threads, connections, trace, seed, py_spy)
                      for label, tree in trees})
     data = {"runs": runs, "targets": {label: str(tree) for label, tree in trees},
             "interpreter": sys.executable, "traced": trace, "seed_posts": seed,
@@ -307,14 +326,14 @@ def measure(stack, mode, before: Path | None = None, threads: int = THREADS,
 
 
 def scenario(before: Path | None = None, threads: int = THREADS, connections: int = CONNECTIONS,
-             trace: bool = False, seed: int = 0):
+             trace: bool = False, seed: int = 0, py_spy: str | None = None):
     """`measure` as bench.cli runs it: no shared stack, and the arguments in its command line."""
     def measure_writes(stack, mode):
-        return measure(stack, mode, before, threads, connections, trace, seed)
+        return measure(stack, mode, before, threads, connections, trace, seed, py_spy)
     measure_writes.stack_class = Scratch
     measure_writes.extra_args = " ".join(
         ([f"--before {before}"] if before else []) + (["--trace-db"] if trace else [])
-        + ([f"--seed-posts {seed}"] if seed else [])
+        + ([f"--seed-posts {seed}"] if seed else []) + ([f"--py-spy {py_spy}"] if py_spy else [])
         + ([f"--threads {threads}"] if threads != THREADS else [])
         + ([f"--connections {connections}"] if connections != CONNECTIONS else []))
     return measure_writes
@@ -419,16 +438,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--seed-posts", type=int, default=0, metavar="N",
                         help="N posts in the database before the load")
+    parser.add_argument("--py-spy", metavar="BIN", help="sample the server with this py-spy")
     parser.add_argument("--trace-db", action="store_true",
                         help="time every database command (slows the server: for profiling)")
     args = parser.parse_args()
     if args.before is not None and not (args.before / "run.py").is_file():
         parser.error(f"{args.before} has no run.py")
     # Profiling runs (traced, or on a seeded database) keep the benchmark's own results.
-    name = "writes" + ("-traced" if args.trace_db else "") + \
+    name = "writes" + ("-traced" if args.trace_db else "") + ("-pyspy" if args.py_spy else "") + \
         (f"-seed{args.seed_posts}" if args.seed_posts else "")
     measure_writes = scenario(args.before, args.threads, args.connections, args.trace_db,
-                              args.seed_posts)
+                              args.seed_posts, args.py_spy)
     measure_writes.command = " ".join(["python -m bench.writes", *sys.argv[1:]])
     data = cli.run_scenario(name, measure_writes, args.quick, args.runs, write_report=False)
     print(text(data))
