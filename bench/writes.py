@@ -90,6 +90,10 @@ end
 """
 
 
+def lua_script(token: str, body: dict = BODY) -> str:
+    return LUA.format(token=token, body=json.dumps(body))
+
+
 class Scratch:
     """The scenario's stack: only where logs go. Each run starts its own FerretDB (`one`)."""
 
@@ -251,7 +255,7 @@ def one(label: str, tree: Path, scratch, mode, threads: int, connections: int,
             if status != 201:
                 raise RuntimeError(f"a first POST /api/v1/posts answered {status}: {doc}")
             script = stack.tmp / "post.lua"
-            script.write_text(LUA.format(token=server.token, body=json.dumps(BODY)))
+            script.write_text(lua_script(server.token))
             pids = server.pids()
             database = stack.ferretdb.process.pid
 
