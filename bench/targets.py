@@ -5,6 +5,7 @@ Each target is started fresh for every run on a free port, so runs are independe
 stopped by its PID afterwards.
 """
 
+import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +31,7 @@ class Stack:
 
     def __enter__(self):
         try:
-            self.ferretdb = EmbeddedFerretDB(self.tmp)
+            self.ferretdb = EmbeddedFerretDB(self.tmp, os.environ.get("FERRETDB_BIN"))
             self.uri = self.ferretdb.start()
             # Our server once, to create the user every run logs in as and the post HTTP runs read.
             ours = Ours(self)
