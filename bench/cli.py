@@ -40,9 +40,9 @@ def brief(result: dict) -> str:
     return " ".join(parts) or "done"
 
 
-def command_line(scenario: str, quick: bool, runs: int | None) -> str:
+def command_line(scenario: str, quick: bool, runs: int | None, extra: str = "") -> str:
     return (f"python -m bench.run {scenario}" + (" --quick" if quick else "")
-            + (f" --runs {runs}" if runs else ""))
+            + (f" --runs {runs}" if runs else "") + (f" {extra}" if extra else ""))
 
 
 def run_scenario(scenario: str, measure, quick: bool, runs: int | None = None,
@@ -53,14 +53,19 @@ def run_scenario(scenario: str, measure, quick: bool, runs: int | None = None,
     mode.results_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     log(f"scenario {scenario} ({mode.name}, {mode.runs} run(s))")
+    # A scenario may bring its own stack (`writes` starts a FerretDB per run instead), and
+    # arguments of its own for the command line recorded with its results.
+    stack_class = getattr(measure, "stack_class", Stack)
     try:
-        with Stack(mode, scenario) as stack:
+        with stack_class(mode, scenario) as stack:
             data = measure(stack, mode)
     except Exception as exc:
         data = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
         log(f"scenario {scenario} FAILED: {exc!r}")
     data.update(scenario=scenario, mode=mode.name, runs_requested=mode.runs,
-                command=command_line(scenario, quick, runs), started=started,
+                command=getattr(measure, "command", None)
+                or command_line(scenario, quick, runs, getattr(measure, "extra_args", "")),
+                started=started,
                 seconds=time.time() - started)
     path = mode.results_dir / f"{scenario}.json"
     path.write_text(json.dumps(data, indent=1, default=str))

@@ -123,15 +123,17 @@ def settle(pids: list[int], window: float = 0.5, busy: float = 0.05, timeout: fl
     return time.monotonic() - start
 
 
-def code_version(paths=("run.py", "tornado_app", "handlers")) -> str:
+def code_version(paths=("run.py", "tornado_app", "handlers"), root: Path | None = None) -> str:
     """A short hash of the server's source as it is on disk now: the server may be edited while
-    the benchmark runs, and the report says when runs measured different code."""
+    the benchmark runs, and the report says when runs measured different code. `root`: the
+    code tree (default: this checkout)."""
     from .config import ROOT
+    root = Path(root or ROOT)
     digest = hashlib.sha1()
     for path in paths:
-        target = ROOT / path
+        target = root / path
         for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            digest.update(str(file.relative_to(ROOT)).encode())
+            digest.update(str(file.relative_to(root)).encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:10]
 

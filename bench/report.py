@@ -221,6 +221,34 @@ def section_mixed(data) -> list[str]:
             f"Command: `{data['command']}`", "", *_single(data, "ours", MIXED_ROWS), ""]
 
 
+WRITES_ROWS = [("POST /api/v1/posts, 201/s", lambda r: r.get("created_per_s"), 1, 1.0),
+               ("p50 latency (ms)", lambda r: r.get("p50_ms"), 1, 1.0),
+               ("p99 latency (ms)", lambda r: r.get("p99_ms"), 1, 1.0),
+               ("server CPU per 201 (µs)", lambda r: r.get("server_cpu_us"), 0, 1.0),
+               ("FerretDB CPU per 201 (µs)", lambda r: r.get("db_cpu_us"), 0, 1.0),
+               ("non-201 answers", lambda r: r.get("non_201"), 0, 1.0)]
+
+
+def section_writes(data) -> list[str]:
+    trees = list(data.get("targets", {}))
+    lines = ["## Writes: POST /api/v1/posts", "",
+             "wrk with a Lua script posting one JSON body with a bearer token; only 201s count. "
+             "Each run on a fresh FerretDB and a fresh server"
+             + (", before and after run by turns" if "before" in trees else "") + ".", "",
+             f"Command: `{data['command']}`; load: `{data.get('load')}`", "",
+             "| figure | " + " | ".join(f"{t} (`{data['targets'][t]}`)" for t in trees) + " |",
+             "| --- |" + " --- |" * len(trees)]
+    for label, pick, digits, scale in WRITES_ROWS:
+        cells = [cell(per_run(data, t, pick), digits, scale) for t in trees]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "before" in trees:
+        pick = WRITES_ROWS[0][1]
+        lines.append("| after/before, 201/s | | "
+                     + ratio_cell(per_run(data, "after", pick), per_run(data, "before", pick))
+                     + " |")
+    return lines + [""]
+
+
 # --- targets of the issue -----------------------------------------------------------------------
 
 def targets_table(results: dict) -> list[str]:
@@ -472,6 +500,8 @@ def write(mode):
         out += section_workers(results["workers"])
     if "mixed" in results and "runs" in results["mixed"]:
         out += section_mixed(results["mixed"])
+    if "writes" in results and "runs" in results["writes"]:
+        out += section_writes(results["writes"])
     out += ["## One million connections, on paper", "", *extrapolation(results), ""]
     out += ["## Errors and notes", "", *problems(results), "",
             f"The raw results of every run are in `{mode.results_dir.relative_to(ROOT)}/*.json` "

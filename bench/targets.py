@@ -5,6 +5,7 @@ Each target is started fresh for every run on a free port, so runs are independe
 stopped by its PID afterwards.
 """
 
+import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +31,7 @@ class Stack:
 
     def __enter__(self):
         try:
-            self.ferretdb = EmbeddedFerretDB(self.tmp)
+            self.ferretdb = EmbeddedFerretDB(self.tmp, os.environ.get("FERRETDB_BIN"))
             self.uri = self.ferretdb.start()
             # Our server once, to create the user every run logs in as and the post HTTP runs read.
             ours = Ours(self)
@@ -59,6 +60,7 @@ class Target:
     is_ours = False
     token = None
     code = None
+    root = ROOT  # the code tree the server runs from (its cwd)
 
     def __init__(self, stack: Stack):
         self.stack = stack
@@ -74,10 +76,10 @@ class Target:
 
     def start(self) -> None:
         self.runs_started += 1
-        self.code = procs.code_version() if self.is_ours else None
+        self.code = procs.code_version(root=self.root) if self.is_ours else None
         self.port = free_port()
         self.proc = Proc(f"{self.name}-{self.runs_started}", self.command(), self.stack.log_dir,
-                         env=self.env(), cwd=ROOT)
+                         env=self.env(), cwd=self.root)
         try:
             procs.wait_http(self.port, self.hello_path, self.proc)
             self.after_start()
@@ -107,8 +109,13 @@ class Ours(Target):
     poll_path = "/api/v1/poll?channels=posts&timeout=60"
     is_ours = True
 
-    def __init__(self, stack: Stack, workers: int = 1, redis_url: str | None = None):
+    def __init__(self, stack: Stack, workers: int = 1, redis_url: str | None = None,
+                 root: Path | None = None, name: str | None = None):
         super().__init__(stack)
+        if root is not None:
+            self.root = Path(root)
+        if name is not None:
+            self.name = self.label = name
         self.workers = workers
         self.redis_url = redis_url
         if workers > 1:
