@@ -67,7 +67,7 @@ class PostStore:
                "tags": _dedupe(tags), "author_id": author["_id"],
                "author_username": author["username"], "comment_count": 0, "version": 1,
                "created_at": now, "updated_at": now}
-        doc["_outbox"] = [entry("posts", "post.created", post_public(doc), doc["_id"])]
+        doc["_outbox"] = [entry("posts", "post.created", None, doc["_id"])]
         return await self._insert("posts", doc, "post")
 
     async def get(self, post_id: str) -> dict:
@@ -127,8 +127,8 @@ class PostStore:
         doc = {"_id": op_id or ObjectId(), "post_id": post["_id"], "body": body,
                "author_id": author["_id"], "author_username": author["username"],
                "created_at": utcnow()}
-        doc["_outbox"] = [entry(f"post:{post['_id']}", "comment.created", comment_public(doc),
-                                doc["_id"], count=1)]
+        doc["_outbox"] = [entry(f"post:{post['_id']}", "comment.created", None, doc["_id"],
+                                count=1)]
         return await self._insert("comments", doc, "post")
 
     async def list_comments(self, post_id: str, limit: int, cursor: str | None):

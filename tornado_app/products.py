@@ -39,7 +39,7 @@ class ProductStore:
         now = utcnow()
         doc = {"_id": op_id or ObjectId(), **fields, "version": 1, "created_at": now,
                "updated_at": now}
-        doc["_outbox"] = [entry("products", "product.created", product_public(doc), doc["_id"])]
+        doc["_outbox"] = [entry("products", "product.created", None, doc["_id"])]
         try:
             await self.outbox.insert("products", doc)
         except DuplicateKeyError:
