@@ -14,6 +14,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import websocket_connect
 
 from tests.realtime_helpers import WsClient, create_posts, wait_until
+from tornado_app.clock import utcnow
 
 
 @pytest.mark.gen_test
@@ -21,7 +22,8 @@ async def test_live_event_reaches_a_subscriber(api, server):
     token = await api.user_token("alice")
     ws = await WsClient.connect(server.port)
     reply = await ws.subscribe(["posts"], ref="r1")
-    assert reply == {"type": "subscribed", "channels": ["posts"], "ref": "r1"}
+    assert reply == {"type": "subscribed", "channels": ["posts"], "ref": "r1",
+                     "epoch": server.ctx.events.epoch}
     await create_posts(api, token, 1)
     [event] = await ws.events(1)
     assert event["channel"] == "posts"
@@ -112,8 +114,11 @@ async def test_replay_to_live_seam_has_no_gap_and_no_duplicate(api, server):
 async def test_since_in_the_future_of_this_worker_does_not_duplicate(api, server):
     token = await api.user_token("alice")
     await create_posts(api, token, 2)
+    # Another worker stored seq 3 and its client saw it; this worker's hub has not yet.
+    await server.ctx.db["events"].insert_one({"_id": 3, "channel": "posts", "type": "test.event",
+                                              "data": {}, "created_at": utcnow(), "cid": "w2"})
     ws = await WsClient.connect(server.port)
-    await ws.subscribe(["posts"], since=3)  # as if another worker had already sent seq 3
+    await ws.subscribe(["posts"], since=3)
     await create_posts(api, token, 2, prefix="next")
     [event] = await ws.events(1)
     assert event["seq"] == 4
