@@ -6,6 +6,7 @@ from pymongo.errors import DuplicateKeyError
 from . import grant_changes
 from .clock import iso, utcnow
 from .errors import conflict, not_found
+from .idempotency import insert_once
 from .ids import parse_id
 from .pagination import fetch_page
 
@@ -26,11 +27,14 @@ class UserStore:
         self.users = db["users"]
         self.on_change = []  # callbacks(user_id) after a user's role changes
 
-    async def create(self, username: str, email: str, password_hash: str, role: str = "user") -> dict:
+    async def create(self, username: str, email: str, password_hash: str, role: str = "user",
+                     op_id=None) -> dict:
+        """A new user; with op_id (an Idempotency-Key's) as its id, and a retry whose first run
+        created it gets that user back rather than a conflict with itself."""
         doc = {"username": username, "username_key": username.lower(), "email": email.lower(),
                "role": role, "password_hash": password_hash, "created_at": utcnow()}
         try:
-            await self.users.insert_one(doc)
+            doc, _ = await insert_once(self.users, doc, op_id)
         except DuplicateKeyError as exc:
             raise conflict(f"{_duplicate_field(exc)} is already taken") from None
         return doc
