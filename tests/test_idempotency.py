@@ -370,4 +370,3 @@ async def test_without_a_key_every_post_does_its_work(api, server):
         assert (await api.post(POSTS, {"title": "t", "content": "x"}, token=token)).code == 201
     assert await post_count(server) == 2
     assert await server.ctx.db["idempotency"].count_documents({}) == 0
-

@@ -40,7 +40,8 @@ POLL_SECONDS = 0.1
 # Only these headers belong to the answer that is stored and replayed; the rest (Date,
 # X-Request-ID, CORS) are the retry's own.
 REPLAYED_HEADERS = ("Location", "ETag", "WWW-Authenticate")
-_PRINTABLE_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+# Printable ASCII; HTTP drops whitespace around a header value, so the ends are never spaces.
+_PRINTABLE_KEY = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
