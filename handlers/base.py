@@ -71,7 +71,7 @@ def _idempotent(method):
     @functools.wraps(method)  # keeps __operation__, which the OpenAPI document reads
     async def post(self, *args, **kwargs):
         values = self.request.headers.get_list(KEY_HEADER)
-        if not values:
+        if not values or self._capturing:  # (a subclass's post calling super().post())
             return await method(self, *args, **kwargs)
         await self.run_idempotent(check_key(values), method, args, kwargs)
     return post
@@ -366,6 +366,11 @@ class BaseHandler(web.RequestHandler):
             if self._captured is None:
                 status = exc.status_code if isinstance(exc, web.HTTPError) else 500
                 self.send_error(status, exc_info=sys.exc_info())
+        except BaseException:
+            # Cancelled (shutdown): Tornado answers it. The record keeps its lease, which runs
+            # out, and a retry then takes it over.
+            self._capturing = False
+            raise
         if self._captured is None:
             self.finish()  # the handler wrote no answer: the empty one Tornado would send
         self._capturing = False

@@ -201,6 +201,8 @@ async def test_a_request_still_running_elsewhere_gets_409_request_in_progress(ap
     assert_error(answer, 409, "request_in_progress")
     assert int(answer.headers["Retry-After"]) >= 1
     assert await post_count(server) == 0
+    # No runner in this process will ever wake the waiter: it must not leave its entry behind.
+    assert store._waiting == {}
 
 
 # --- crash mid-request ----------------------------------------------------------------------

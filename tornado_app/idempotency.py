@@ -101,8 +101,9 @@ class IdempotencyStore:
         self.records = db["idempotency"]
         # Keyed, so a stored fingerprint of a login body is no offline-guessable password hash.
         self._secret = secret.encode()
-        # Waiters of this process, woken as soon as the answer they wait for is stored here.
-        self._stored: dict[str, asyncio.Event] = {}
+        # Waiters of this process by record: [event, how many wait], woken as soon as the
+        # answer they wait for is stored (or released) by a runner in this process.
+        self._waiting: dict[str, list] = {}
 
     def fingerprint(self, method: str, uri: str, body: bytes) -> str:
         mac = hmac.new(self._secret, digestmod=hashlib.sha256)
@@ -166,13 +167,21 @@ class IdempotencyStore:
         return Claim(record["_id"], record["op_id"], lease) if taken.matched_count else None
 
     async def _wait(self, record_id: str, deadline: float) -> None:
-        event = self._stored.setdefault(record_id, asyncio.Event())
+        entry = self._waiting.get(record_id)
+        if entry is None:
+            entry = self._waiting[record_id] = [asyncio.Event(), 0]
+        entry[1] += 1
         timeout = min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))
         try:
             # Woken at once by a runner in this process; another worker's is seen by polling.
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(entry[0].wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            entry[1] -= 1
+            # The last waiter removes it: a runner in another process never will.
+            if entry[1] == 0 and self._waiting.get(record_id) is entry:
+                del self._waiting[record_id]
 
     async def finish(self, claim: Claim, answer: Answer) -> None:
         """Stores a final answer for replay (only while this request still holds the lease)."""
@@ -197,9 +206,9 @@ class IdempotencyStore:
             self._wake(claim.record_id)
 
     def _wake(self, record_id: str) -> None:
-        event = self._stored.pop(record_id, None)
-        if event is not None:
-            event.set()
+        entry = self._waiting.pop(record_id, None)
+        if entry is not None:
+            entry[0].set()
 
     async def purge_expired(self, now: datetime | None = None) -> int:
         done = await self.records.delete_many({"expires_at": {"$lt": now or utcnow()}})
