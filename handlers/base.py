@@ -360,6 +360,14 @@ class BaseHandler(web.RequestHandler):
         self._capturing = True
         try:
             await method(self, *args, **kwargs)
+            if self._captured is None:
+                self.finish()  # the handler wrote no answer: the empty one Tornado would send
+        except OutcomeUnknown:
+            # No answer at all (the connection is closed, as Tornado's handling does below).
+            # The retry runs again under the same op_id, which finds that write if it was made.
+            self._capturing = False
+            await self._settle(store.release, outcome)
+            raise
         except Exception as exc:
             # Rendered as Tornado would, but into the captured answer.
             self.log_exception(*sys.exc_info())
@@ -371,21 +379,22 @@ class BaseHandler(web.RequestHandler):
             # out, and a retry then takes it over.
             self._capturing = False
             raise
-        if self._captured is None:
-            self.finish()  # the handler wrote no answer: the empty one Tornado would send
         self._capturing = False
         answer, chunk = self._captured
-        try:
-            if is_final(answer.status):
-                await store.finish(outcome, answer)
-            else:
-                await store.release(outcome)
-        except Exception as exc:
-            # The change is made: answer it all the same. A retry finds the record without an
-            # answer, takes it over once the lease runs out and finds the change by op_id.
-            log.warning("could not store the answer for an Idempotency-Key: %s", exc,
-                        extra={"request_id": self.request_id})
+        if is_final(answer.status):
+            await self._settle(store.finish, outcome, answer)
+        else:
+            await self._settle(store.release, outcome)
         super().finish(chunk)
+
+    async def _settle(self, step, *args) -> None:
+        try:
+            await step(*args)
+        except Exception as exc:
+            # Answered all the same (the change, if any, is made). A retry finds the record
+            # unsettled, takes it over once its lease runs out and finds the change by op_id.
+            log.warning("could not settle an Idempotency-Key: %s", exc,
+                        extra={"request_id": self.request_id})
 
     async def _idempotency_scope(self) -> str:
         """Keys are per user; anonymous requests (register, login) are per client address."""

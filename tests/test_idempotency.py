@@ -244,6 +244,20 @@ async def test_a_retry_after_a_crash_before_the_create_does_the_work_once(api, s
 
 
 @pytest.mark.gen_test
+async def test_a_stock_change_retried_after_a_crash_is_applied_once(api, server):
+    admin = await api.admin_token(server)
+    product = await api.post(PRODUCTS, {"sku": "SKU-1", "name": "n", "category": "c",
+                                        "price_cents": 5, "stock": 10}, token=admin)
+    stock = f"{PRODUCTS}/{product.json['id']}/stock"
+    first = await api.post(stock, {"delta": -3}, token=admin, headers=keyed("s"))
+    assert (first.code, first.json["stock"]) == (200, 7)
+    await crash_after_the_work(server, "s")
+    retry = await api.post(stock, {"delta": -3}, token=admin, headers=keyed("s"))
+    assert (retry.code, retry.json["stock"]) == (200, 7), retry.body
+    assert (await api.get(f"{PRODUCTS}/{product.json['id']}")).json["stock"] == 7
+
+
+@pytest.mark.gen_test
 async def test_a_register_retried_after_a_crash_answers_the_user_not_a_conflict(api, server):
     body = {"username": "dave", "email": "dave@example.com", "password": "password123"}
     first = await api.post(REGISTER, body, headers=keyed("r"))

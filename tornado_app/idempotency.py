@@ -213,21 +213,3 @@ class IdempotencyStore:
     async def purge_expired(self, now: datetime | None = None) -> int:
         done = await self.records.delete_many({"expires_at": {"$lt": now or utcnow()}})
         return done.deleted_count
-
-
-async def insert_once(collection, doc: dict, op_id) -> tuple[dict, bool]:
-    """Inserts `doc`, under `op_id` as its `_id` when the request has one: (the document, True).
-
-    A retry of an Idempotency-Key whose first run already inserted it gets that document back
-    instead, (it, False). Any other duplicate (a taken sku or username) is raised as before.
-    """
-    if op_id is not None:
-        doc["_id"] = op_id
-    try:
-        await collection.insert_one(doc)
-        return doc, True
-    except DuplicateKeyError:
-        existing = None if op_id is None else await collection.find_one({"_id": op_id})
-        if existing is None:
-            raise
-        return existing, False

@@ -6,7 +6,6 @@ from pymongo.errors import DuplicateKeyError
 from . import grant_changes
 from .clock import iso, utcnow
 from .errors import conflict, not_found
-from .idempotency import insert_once
 from .ids import parse_id
 from .pagination import fetch_page
 
@@ -33,9 +32,14 @@ class UserStore:
         created it gets that user back rather than a conflict with itself."""
         doc = {"username": username, "username_key": username.lower(), "email": email.lower(),
                "role": role, "password_hash": password_hash, "created_at": utcnow()}
+        if op_id is not None:
+            doc["_id"] = op_id
         try:
-            doc, _ = await insert_once(self.users, doc, op_id)
+            await self.users.insert_one(doc)
         except DuplicateKeyError as exc:
+            done = op_id and await self.users.find_one({"_id": op_id})
+            if done:
+                return done
             raise conflict(f"{_duplicate_field(exc)} is already taken") from None
         return doc
 
