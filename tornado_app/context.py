@@ -62,7 +62,7 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
                      posts=PostStore(db, outbox, users), products=ProductStore(db, outbox),
                      notifications=NotificationService(db, outbox, users), hub=hub,
                      connections=Connections(settings.ws_ping_interval), outbox=outbox,
-                     idempotency=IdempotencyStore(db, jwt_secret))
+                     idempotency=IdempotencyStore(db, jwt_secret, settings.idempotency_lease))
     ctx.metrics = Metrics(ctx)
     ctx.parked_polls = PollParking(hub, ctx.connections, ctx.metrics)
     ctx.grants = GrantCheck(db, settings.auth_recheck_interval)

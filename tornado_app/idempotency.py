@@ -32,8 +32,6 @@ from .errors import ApiError
 
 KEY_HEADER = "Idempotency-Key"
 KEY_TTL = timedelta(hours=24)
-# Longer than any request takes (each database call is bounded by DB_TIMEOUT); not renewed.
-LEASE = timedelta(seconds=30)
 # How long a duplicate waits for the first request's answer before it gets 409.
 WAIT_SECONDS = 2.0
 POLL_SECONDS = 0.1
@@ -97,8 +95,11 @@ def key_reused() -> ApiError:
 
 
 class IdempotencyStore:
-    def __init__(self, db, secret: str):
+    def __init__(self, db, secret: str, lease: float = 30.0):
         self.records = db["idempotency"]
+        # Longer than any request takes (each database call is bounded by DB_TIMEOUT): the
+        # lease is not renewed while the request runs.
+        self.lease = timedelta(seconds=lease)
         # Keyed, so a stored fingerprint of a login body is no offline-guessable password hash.
         self._secret = secret.encode()
         # Waiters of this process by record: [event, how many wait], woken as soon as the
@@ -123,7 +124,7 @@ class IdempotencyStore:
         while True:
             now = utcnow()
             if record is None:
-                claim = Claim(record_id, ObjectId(), now + LEASE)
+                claim = Claim(record_id, ObjectId(), now + self.lease)
                 try:
                     await self.records.insert_one({
                         "_id": record_id, "fingerprint": fingerprint, "state": "in_progress",
@@ -160,7 +161,7 @@ class IdempotencyStore:
     async def _take_over(self, record: dict, now: datetime) -> Claim | None:
         """The runner's lease ran out (its process died): run again, under the same op_id.
         Conditional on the lease seen, so of several retries exactly one takes it."""
-        lease = now + LEASE
+        lease = now + self.lease
         taken = await self.records.update_one(
             {"_id": record["_id"], "state": "in_progress", "lease_until": record["lease_until"]},
             {"$set": {"lease_until": lease}})
