@@ -15,7 +15,8 @@ class RegisterHandler(BaseHandler):
                tag="auth")
     async def post(self) -> None:
         body = self.json_body()
-        user = await self.ctx.auth.register(body.username, body.email, body.password)
+        user = await self.ctx.auth.register(body.username, body.email, body.password,
+                                            op_id=self.op_id)
         self.set_header("Location", f"/api/v1/users/{user['_id']}")
         self.send_json(user_public(user), status=201)
 
@@ -49,7 +50,7 @@ class RefreshHandler(BaseHandler):
                tag="auth")
     async def post(self) -> None:
         body = self.json_body()
-        self.send_json(await self.ctx.auth.refresh(body.refresh_token))
+        self.send_json(await self.ctx.auth.refresh(body.refresh_token, op_id=self.op_id))
 
 
 class LogoutHandler(BaseHandler):

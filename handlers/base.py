@@ -1,16 +1,20 @@
 """The one base handler: request ids, JSON in and out, the current user, and every error."""
 
+import asyncio
+import functools
 import itertools
 import json
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 
 from pydantic import ValidationError
 import tornado
 from tornado import httputil, web
+from tornado.escape import utf8
 
 from tornado_app.db import is_out_of_storage, is_unavailable
 from tornado_app.errors import (ApiError, forbidden, insufficient_storage, service_unavailable,
@@ -18,6 +22,8 @@ from tornado_app.errors import (ApiError, forbidden, insufficient_storage, servi
 from tornado_app.outbox import OutcomeUnknown
 from tornado_app.realtime.position import is_positioned
 from tornado_app.etags import etag, matches, parse_etag_list
+from tornado_app.idempotency import (KEY_HEADER, REPLAYED_HEADERS, Answer, address_scope,
+                                     check_key, is_final, user_scope)
 from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
@@ -27,9 +33,9 @@ from tornado_app.wire import is_decimal, parse_decimal
 log = logging.getLogger("tornado_app.request")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-CORS_EXPOSED = "X-Request-ID, ETag, Location, Retry-After"
+CORS_EXPOSED = "X-Request-ID, ETag, Location, Retry-After, Idempotent-Replayed"
 CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID, "
-                        "Last-Event-ID")
+                        "Last-Event-ID, Idempotency-Key")
 
 
 # Generated ids: a random prefix per process and a counter, as unique as uuid4 for this purpose
@@ -58,6 +64,17 @@ def request_id_of(request) -> str:
         rid = sent if _SANE_REQUEST_ID.fullmatch(sent) else next_request_id()
         request.request_id = rid
     return rid
+
+
+def _idempotent(method):
+    """A POST method that runs once per Idempotency-Key (see BaseHandler.run_idempotent)."""
+    @functools.wraps(method)  # keeps __operation__, which the OpenAPI document reads
+    async def post(self, *args, **kwargs):
+        values = self.request.headers.get_list(KEY_HEADER)
+        if not values or self._capturing:  # (a subclass's post calling super().post())
+            return await method(self, *args, **kwargs)
+        await self.run_idempotent(check_key(values), method, args, kwargs)
+    return post
 
 
 def render_error(handler: web.RequestHandler, error: ApiError) -> None:
@@ -99,11 +116,22 @@ class BaseHandler(web.RequestHandler):
     # JSON answers never need to load anything or be framed.
     csp = "default-src 'none'; frame-ancestors 'none'"
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every POST accepts Idempotency-Key, including POSTs added later.
+        if "post" in cls.__dict__:
+            cls.post = _idempotent(cls.__dict__["post"])
+
     def initialize(self, **kwargs) -> None:
         self.ctx = self.application.settings["ctx"]
         self.user = None
         self.token_family = None
         self.token_expires = None  # the access token's exp, for connections that outlive it
+        # With an Idempotency-Key: the id the stores create this request's resource under, the
+        # same on every retry of the key (see tornado_app/idempotency.py).
+        self.op_id = None
+        self._capturing = False
+        self._captured: tuple[Answer, object] | None = None
         self._chunks: list[bytes] = []
         self._received = 0
         self._too_large = False
@@ -312,6 +340,89 @@ class BaseHandler(web.RequestHandler):
             await self.require_user()
         check_access(self.user, channels)
         return channels
+
+    # --- safe retries ------------------------------------------------------------------------
+
+    async def run_idempotent(self, key: str, method, args, kwargs) -> None:
+        """Runs `method` once for this key and scope, or answers as its first run did.
+
+        The answer is held back until it is stored, so a client that has seen it gets the same
+        one on every retry; a 5xx is not stored and lets the next retry run again.
+        """
+        store = self.ctx.idempotency
+        scope = await self._idempotency_scope()
+        fingerprint = store.fingerprint(self.request.method, self.request.uri, self.body)
+        outcome = await store.begin(scope, key, fingerprint)
+        if isinstance(outcome, Answer):
+            self._replay(outcome)
+            return
+        self.op_id = outcome.op_id
+        self._capturing = True
+        try:
+            await method(self, *args, **kwargs)
+            if self._captured is None:
+                self.finish()  # the handler wrote no answer: the empty one Tornado would send
+        except OutcomeUnknown:
+            # No answer at all (the connection is closed, as Tornado's handling does below).
+            # The retry runs again under the same op_id, which finds that write if it was made.
+            self._capturing = False
+            await self._settle(store.release, outcome)
+            raise
+        except Exception as exc:
+            # Rendered as Tornado would, but into the captured answer.
+            self.log_exception(*sys.exc_info())
+            if self._captured is None:
+                status = exc.status_code if isinstance(exc, web.HTTPError) else 500
+                self.send_error(status, exc_info=sys.exc_info())
+        except BaseException:
+            # Cancelled (shutdown): Tornado answers it. The record keeps its lease, which runs
+            # out, and a retry then takes it over.
+            self._capturing = False
+            raise
+        self._capturing = False
+        answer, chunk = self._captured
+        if is_final(answer.status):
+            await self._settle(store.finish, outcome, answer)
+        else:
+            await self._settle(store.release, outcome)
+        super().finish(chunk)
+
+    async def _settle(self, step, *args) -> None:
+        try:
+            await step(*args)
+        except Exception as exc:
+            # Answered all the same (the change, if any, is made). A retry finds the record
+            # unsettled, takes it over once its lease runs out and finds the change by op_id.
+            log.warning("could not settle an Idempotency-Key: %s", exc,
+                        extra={"request_id": self.request_id})
+
+    async def _idempotency_scope(self) -> str:
+        """Keys are per user; anonymous requests (register, login) are per client address."""
+        spec = self.declared()
+        auth = spec.auth if spec is not None else None
+        if auth in ("bearer", "admin") or (auth == "optional"
+                                           and "Authorization" in self.request.headers):
+            return user_scope((await self.require_user())["_id"])
+        return address_scope(self.request.remote_ip)
+
+    def _replay(self, answer: Answer) -> None:
+        self.set_status(answer.status)
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        self.set_header("Idempotent-Replayed", "true")
+        super().finish(answer.body or None)
+
+    def finish(self, chunk=None):
+        if not self._capturing:
+            return super().finish(chunk)
+        if self._captured is None:
+            body = b"".join(self._write_buffer) + (utf8(chunk) if chunk is not None else b"")
+            headers = {name: self._headers[name] for name in REPLAYED_HEADERS
+                       if name in self._headers}
+            self._captured = (Answer(self.get_status(), body, headers), chunk)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     # --- output ------------------------------------------------------------------------------
 

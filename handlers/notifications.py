@@ -17,7 +17,8 @@ class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         await self.require_admin()
         body = self.json_body()
-        doc = await self.ctx.notifications.create(body.user_id, body.title, body.body)
+        doc = await self.ctx.notifications.create(body.user_id, body.title, body.body,
+                                                  op_id=self.op_id)
         self.set_header("Location", f"/api/v1/notifications/{doc['_id']}")
         self.send_json({"id": str(doc["_id"]), "status": doc["status"]}, status=202)
 

@@ -24,7 +24,8 @@ class PostsHandler(BaseHandler):
     async def post(self) -> None:
         user = await self.require_user()
         body = self.json_body()
-        doc = await self.ctx.posts.create(user, body.title, body.content, body.tags)
+        doc = await self.ctx.posts.create(user, body.title, body.content, body.tags,
+                                          op_id=self.op_id)
         self.set_header("Location", f"/api/v1/posts/{doc['_id']}")
         self.send_versioned(doc, post_public, status=201)
 
@@ -77,7 +78,7 @@ class CommentsHandler(BaseHandler):
     async def post(self, post_id: str) -> None:
         user = await self.require_user()
         body = self.json_body()
-        doc = await self.ctx.posts.add_comment(user, post_id, body.body)
+        doc = await self.ctx.posts.add_comment(user, post_id, body.body, op_id=self.op_id)
         self.send_json(comment_public(doc), status=201)
 
 

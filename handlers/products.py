@@ -24,7 +24,7 @@ class ProductsHandler(BaseHandler):
     async def post(self) -> None:
         await self.require_admin()
         body = self.json_body()
-        doc = await self.ctx.products.create(body.model_dump())
+        doc = await self.ctx.products.create(body.model_dump(), op_id=self.op_id)
         self.set_header("Location", f"/api/v1/products/{doc['_id']}")
         self.send_versioned(doc, product_public, status=201)
 
@@ -69,5 +69,5 @@ class StockHandler(BaseHandler):
     async def post(self, product_id: str) -> None:
         await self.require_admin()
         body = self.json_body()
-        doc = await self.ctx.products.change_stock(product_id, body.delta)
+        doc = await self.ctx.products.change_stock(product_id, body.delta, op_id=self.op_id)
         self.send_versioned(doc, product_public)

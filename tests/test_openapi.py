@@ -369,3 +369,21 @@ async def test_docs_asset_outside_the_package_is_not_served(api):
 @pytest.mark.gen_test
 async def test_unknown_route_is_404_in_the_error_shape(api):
     assert_error(await api.get("/openapi.yaml"), 404, "not_found")
+
+
+@pytest.mark.gen_test
+async def test_every_post_declares_idempotency_key_and_its_errors(document):
+    posts = [(path, ops["post"]) for path, ops in document["paths"].items() if "post" in ops]
+    assert len(posts) == sum(1 for (_, method) in _declared() if method == "post")
+    for path, op in posts:
+        header = [p for p in op["parameters"] if p["in"] == "header"
+                  and p["name"] == "Idempotency-Key"]
+        assert len(header) == 1, path
+        assert header[0]["required"] is False
+        assert (header[0]["schema"]["minLength"], header[0]["schema"]["maxLength"]) == (1, 255)
+        assert "request_in_progress" in op["responses"]["409"]["description"], path
+        assert "idempotency_key_reused" in op["responses"]["422"]["description"], path
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            if method != "post":
+                assert "Idempotency-Key" not in [p["name"] for p in op.get("parameters", [])]

@@ -41,13 +41,21 @@ class AuthService:
         users.on_change.append(self._forget_user)
         self.on_revoke = []  # callbacks(family) once a family is revoked
 
-    async def register(self, username: str, email: str, password: str, role: str = "user") -> dict:
+    async def register(self, username: str, email: str, password: str, role: str = "user",
+                       op_id=None) -> dict:
+        if op_id is not None:
+            # A retry of an Idempotency-Key whose first run created the user (and died before
+            # answering): that user is the answer, not a conflict with the retry's own name.
+            done = await self.users.get(op_id)
+            if done is not None:
+                return done
         # Checked first only to spare the bcrypt work; the unique indexes are what guarantee it.
         if await self.users.find_by_username(username):
             raise ApiError(409, "conflict", "username is already taken")
         if await self.users.find_by_login(email):
             raise ApiError(409, "conflict", "email is already taken")
-        return await self.users.create(username, email, await self.hasher.hash(password), role)
+        return await self.users.create(username, email, await self.hasher.hash(password), role,
+                                       op_id=op_id)
 
     async def login(self, login: str, password: str) -> dict:
         user = await self.users.find_by_login(login)
@@ -62,15 +70,22 @@ class AuthService:
         await self._release_attempt(throttle_key, window)
         return await self._start_family(user)
 
-    async def refresh(self, refresh_token: str) -> dict:
+    async def refresh(self, refresh_token: str, op_id=None) -> dict:
         claims = self.tokens.decode(refresh_token, "refresh")
         now = utcnow()
-        new_jti = uuid.uuid4().hex
+        # Under an Idempotency-Key the new refresh token's id is the key's op_id: a retry whose
+        # first run rotated the family (and died before answering) recognises that rotation as
+        # its own instead of taking it for the reuse of a leaked token.
+        new_jti = str(op_id) if op_id is not None else uuid.uuid4().hex
         family = await self.families.find_one_and_update(
             {"_id": claims.fam, "refresh_jti": claims.jti, "revoked": False,
              "expires_at": {"$gt": now}},
             {"$set": {"refresh_jti": new_jti, "rotated_at": now,
                       "expires_at": now + timedelta(seconds=self.tokens.refresh_ttl)}})
+        if family is None and op_id is not None:
+            family = await self.families.find_one(
+                {"_id": claims.fam, "refresh_jti": new_jti, "revoked": False,
+                 "expires_at": {"$gt": now}})
         if family is None:
             # Either the family is gone or revoked, or this token was already rotated away:
             # a reused refresh token means it leaked, so nothing of that family stays valid.

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from .auth import AuthService
 from .db import Database
 from .embedded_supervisor import EmbeddedSupervisor
+from .idempotency import IdempotencyStore
 from .posts import PostStore
 from .products import ProductStore
 from .metrics import Metrics
@@ -34,6 +35,7 @@ class AppContext:
     hub: Hub
     connections: Connections
     outbox: Outbox
+    idempotency: IdempotencyStore
     # Requests being served right now, so shutdown can let them finish.
     inflight: int = 0
     metrics: "Metrics | None" = None
@@ -59,7 +61,8 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
     ctx = AppContext(settings=settings, db=db, events=events, users=users, auth=auth,
                      posts=PostStore(db, outbox, users), products=ProductStore(db, outbox),
                      notifications=NotificationService(db, outbox, users), hub=hub,
-                     connections=Connections(settings.ws_ping_interval), outbox=outbox)
+                     connections=Connections(settings.ws_ping_interval), outbox=outbox,
+                     idempotency=IdempotencyStore(db, jwt_secret, settings.idempotency_lease))
     ctx.metrics = Metrics(ctx)
     ctx.parked_polls = PollParking(hub, ctx.connections, ctx.metrics)
     ctx.grants = GrantCheck(db, settings.auth_recheck_interval)

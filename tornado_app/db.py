@@ -53,6 +53,10 @@ INDEXES = {
         # One event per change: the outbox may offer a change twice (tornado_app/outbox.py).
         IndexModel([("cid", ASCENDING)], unique=True, name="change_unique"),
     ],
+    "idempotency": [
+        # _id is "<scope>:<key>": its unique index lets one request of several claim a key.
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
+    ],
     "notifications": [
         IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
                    name="recipient"),

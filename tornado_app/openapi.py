@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
+from .idempotency import KEY_HEADER
 from .realtime.position import HEADERS as POSITION_HEADERS, is_positioned
 from .schemas.common import ErrorResponse
 
@@ -33,6 +34,25 @@ ERROR_TEXT = {
     426: "Not a WebSocket upgrade (upgrade_required)",
     429: "Too many attempts (rate_limited); see Retry-After",
     503: "The database is unreachable (service_unavailable); see Retry-After",
+}
+
+# Every POST accepts Idempotency-Key (handlers/base.py): its parameter and its own errors.
+IDEMPOTENCY_KEY = {
+    "name": KEY_HEADER, "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    "description": "Makes the POST safe to retry: the same key from the same user (or client "
+                   "address, when anonymous) within 24 h answers with the first request's "
+                   "status, body and Location (marked `Idempotent-Replayed: true`) and does "
+                   "nothing again. 1 to 255 printable ASCII characters.",
+}
+REPLAYED_HEADER = {"description": "`true` on an answer replayed for an Idempotency-Key",
+                   "schema": {"type": "string", "enum": ["true"]}}
+# A POST's 409 and 422 texts: alone, or after the operation's own (see _error_text).
+IDEMPOTENCY_ERRORS = {
+    409: "A request with the same Idempotency-Key is still running (request_in_progress); "
+         "see Retry-After",
+    422: "Body, query or Idempotency-Key fails validation (validation_error), or the "
+         "Idempotency-Key was used with a different request (idempotency_key_reused)",
 }
 
 
@@ -109,6 +129,8 @@ def build_openapi(routes) -> dict:
         if spec.if_none_match:
             parameters.append({"name": "If-None-Match", "in": "header", "required": False,
                                "schema": {"type": "string"}})
+        if method == "post":
+            parameters.append(IDEMPOTENCY_KEY)
         if parameters:
             op["parameters"] = parameters
         if spec.body is not None:
@@ -124,6 +146,8 @@ def build_openapi(routes) -> dict:
                 entry["headers"] = POSITION_HEADERS
             elif spec.stream and 200 <= status < 300:
                 entry["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+            if method == "post" and 200 <= status < 300:
+                entry["headers"] = {"Idempotent-Replayed": REPLAYED_HEADER}
             responses[str(status)] = entry
         errors = set(spec.errors) | {503}
         if spec.body is not None:
@@ -138,8 +162,10 @@ def build_openapi(routes) -> dict:
             errors.add(404)
         if spec.if_match:
             errors.add(412)
+        if method == "post":
+            errors |= set(IDEMPOTENCY_ERRORS)
         for status in sorted(errors):
-            responses[str(status)] = {"description": ERROR_TEXT[status],
+            responses[str(status)] = {"description": _error_text(status, method, spec),
                                       "content": {"application/json": {"schema": error_ref}}}
         responses["default"] = {"description": "Any other error, in the one error shape",
                                 "content": {"application/json": {"schema": error_ref}}}
@@ -168,6 +194,14 @@ def build_openapi(routes) -> dict:
             },
         },
     }
+
+
+def _error_text(status: int, method: str, spec: Operation) -> str:
+    if method != "post" or status not in IDEMPOTENCY_ERRORS:
+        return ERROR_TEXT[status]
+    if status == 409 and 409 in spec.errors:
+        return f"{ERROR_TEXT[409]}; or {IDEMPOTENCY_ERRORS[409][0].lower()}{IDEMPOTENCY_ERRORS[409][1:]}"
+    return IDEMPOTENCY_ERRORS[status]
 
 
 def _status_text(status: int) -> str:

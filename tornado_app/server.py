@@ -124,6 +124,7 @@ class Server:
         await self.ctx.events.purge()
         self.ctx.hub.forget_before(await self.ctx.events.oldest_seq())
         await self.ctx.auth.purge_expired()
+        await self.ctx.idempotency.purge_expired()
 
     async def stop(self) -> None:
         """Stop accepting, end long-lived connections, let requests finish, all within

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     event_retention: int = Field(24 * 3600, ge=1)
+    # Seconds a request holds its Idempotency-Key before a retry may take it over (its process
+    # died): longer than any request takes.
+    idempotency_lease: float = Field(30.0, gt=0, le=3600)
     ws_ping_interval: float = Field(20.0, gt=0)
     ws_max_message_bytes: int = Field(64 * 1024, ge=256)
     ws_max_subscriptions: int = Field(100, ge=1)

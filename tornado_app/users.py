@@ -26,12 +26,20 @@ class UserStore:
         self.users = db["users"]
         self.on_change = []  # callbacks(user_id) after a user's role changes
 
-    async def create(self, username: str, email: str, password_hash: str, role: str = "user") -> dict:
+    async def create(self, username: str, email: str, password_hash: str, role: str = "user",
+                     op_id=None) -> dict:
+        """A new user; with op_id (an Idempotency-Key's) as its id, and a retry whose first run
+        created it gets that user back rather than a conflict with itself."""
         doc = {"username": username, "username_key": username.lower(), "email": email.lower(),
                "role": role, "password_hash": password_hash, "created_at": utcnow()}
+        if op_id is not None:
+            doc["_id"] = op_id
         try:
             await self.users.insert_one(doc)
         except DuplicateKeyError as exc:
+            done = op_id and await self.users.find_one({"_id": op_id})
+            if done:
+                return done
             raise conflict(f"{_duplicate_field(exc)} is already taken") from None
         return doc
 
