@@ -358,6 +358,21 @@ def test_retries_after_a_sigkill_mid_burst_create_each_post_exactly_once(
 
 
 @pytest.mark.gen_test
+async def test_of_several_retries_after_a_crash_exactly_one_takes_the_key_over(server):
+    store = server.ctx.idempotency
+    scope = address_scope("192.0.2.1")
+    first = await store.begin(scope, "k", "fp")
+    await server.ctx.db["idempotency"].update_one(
+        {"_id": first.record_id}, {"$set": {"lease_until": utcnow() - timedelta(seconds=1)}})
+    outcomes = await asyncio.gather(*[store.begin(scope, "k", "fp") for _ in range(6)],
+                                    return_exceptions=True)
+    claims = [o for o in outcomes if isinstance(o, Claim)]
+    assert len(claims) == 1 and claims[0].op_id == first.op_id
+    assert all(isinstance(o, Exception) and "request_in_progress" in str(o)
+               for o in outcomes if o is not claims[0])
+
+
+@pytest.mark.gen_test
 async def test_a_released_key_runs_again_under_the_same_op_id(server):
     # What a 5xx answer does: nothing is stored, and the next retry runs at once.
     store = server.ctx.idempotency
@@ -373,13 +388,14 @@ async def test_a_released_key_runs_again_under_the_same_op_id(server):
 
 
 @pytest.mark.gen_test
-async def test_an_expired_key_runs_again(api, server):
+async def test_an_expired_key_runs_again_once_purged(api, server):
     token = await api.user_token()
     body = {"title": "Old", "content": "x"}
     first = await api.post(POSTS, body, token=token, headers=keyed("old"))
     await server.ctx.db["idempotency"].update_one(
         {"_id": (await record_of(server, "old"))["_id"]},
         {"$set": {"expires_at": utcnow() - timedelta(seconds=1)}})
+    await server.purge_expired()
     later = await api.post(POSTS, body, token=token, headers=keyed("old"))
     assert later.code == 201
     assert later.json["id"] != first.json["id"]

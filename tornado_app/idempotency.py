@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bson import ObjectId
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .clock import utcnow
@@ -134,13 +135,8 @@ class IdempotencyStore:
                 except DuplicateKeyError:
                     record = await self.records.find_one({"_id": record_id})
                     if record is None:
-                        continue  # purged or expired in between: claim it afresh
-            if record["expires_at"] <= now:
-                # Past its 24 h, not purged yet: the key is free again.
-                await self.records.delete_one({"_id": record_id,
-                                               "expires_at": record["expires_at"]})
-                record = None
-                continue
+                        continue  # purged in between: claim it afresh
+            # (A record past expires_at counts until the purge removes it, within a minute.)
             if record["fingerprint"] != fingerprint:
                 raise key_reused()
             if record["state"] == "done":
@@ -160,12 +156,19 @@ class IdempotencyStore:
 
     async def _take_over(self, record: dict, now: datetime) -> Claim | None:
         """The runner's lease ran out (its process died): run again, under the same op_id.
-        Conditional on the lease seen, so of several retries exactly one takes it."""
+
+        Of several retries exactly one takes it: each counts a takeover in one atomic update,
+        and only the one that finds the count as it read it wins. (The filter is the `_id`
+        alone: FerretDB serves only that from an index; any further condition is a scan.)
+        """
         lease = now + self.lease
-        taken = await self.records.update_one(
-            {"_id": record["_id"], "state": "in_progress", "lease_until": record["lease_until"]},
-            {"$set": {"lease_until": lease}})
-        return Claim(record["_id"], record["op_id"], lease) if taken.matched_count else None
+        before = await self.records.find_one_and_update(
+            {"_id": record["_id"]}, {"$set": {"lease_until": lease}, "$inc": {"takeovers": 1}},
+            return_document=ReturnDocument.BEFORE)
+        won = before is not None and before["state"] == "in_progress" and (
+            before["op_id"], before.get("takeovers", 0)) == (
+            record["op_id"], record.get("takeovers", 0))
+        return Claim(record["_id"], record["op_id"], lease) if won else None
 
     async def _wait(self, record_id: str, deadline: float) -> None:
         entry = self._waiting.get(record_id)
@@ -184,12 +187,15 @@ class IdempotencyStore:
             if entry[1] == 0 and self._waiting.get(record_id) is entry:
                 del self._waiting[record_id]
 
+    # finish and release are unconditional (by `_id` alone, see _take_over): should a runner
+    # outlive its lease and a retry take over, both run under the same op_id, so both answers
+    # tell of the same change, and either may be the one stored.
+
     async def finish(self, claim: Claim, answer: Answer) -> None:
-        """Stores a final answer for replay (only while this request still holds the lease)."""
+        """Stores a final answer for replay."""
         try:
             await self.records.update_one(
-                {"_id": claim.record_id, "state": "in_progress",
-                 "lease_until": claim.lease_until},
+                {"_id": claim.record_id},
                 {"$set": {"state": "done", "response": {
                     "status": answer.status, "body": answer.body, "headers": answer.headers}}})
         finally:
@@ -199,10 +205,8 @@ class IdempotencyStore:
         """No final answer (5xx): the next retry runs again at once. The record keeps its
         op_id, so should the change have happened after all, the retry finds it, not repeats it."""
         try:
-            await self.records.update_one(
-                {"_id": claim.record_id, "state": "in_progress",
-                 "lease_until": claim.lease_until},
-                {"$set": {"lease_until": _EPOCH}})
+            await self.records.update_one({"_id": claim.record_id},
+                                          {"$set": {"lease_until": _EPOCH}})
         finally:
             self._wake(claim.record_id)
 
