@@ -370,6 +370,12 @@ async def test_of_several_retries_after_a_crash_exactly_one_takes_the_key_over(s
     assert len(claims) == 1 and claims[0].op_id == first.op_id
     assert all(isinstance(o, Exception) and "request_in_progress" in str(o)
                for o in outcomes if o is not claims[0])
+    # The race itself: retries that all read the record while its lease had run out.
+    expired = {**await record_of(server, "k"), "lease_until": utcnow() - timedelta(seconds=1)}
+    await server.ctx.db["idempotency"].update_one(
+        {"_id": first.record_id}, {"$set": {"lease_until": expired["lease_until"]}})
+    taken = await asyncio.gather(*[store._take_over(expired, utcnow()) for _ in range(6)])
+    assert len([claim for claim in taken if claim is not None]) == 1
 
 
 @pytest.mark.gen_test
