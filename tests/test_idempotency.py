@@ -35,16 +35,25 @@ async def post_count(server) -> int:
 
 
 async def record_of(server, key: str) -> dict:
+    """The key's claim (its other documents' ids go on after a newline)."""
     return await server.ctx.db["idempotency"].find_one({"_id": {"$regex": f":{key}$"}})
 
 
-async def crash_after_the_work(server, key: str) -> None:
-    """The record as a process leaves it that did the work and died before storing the answer,
-    and whose lease has since run out."""
+async def answer_of(server, key: str) -> dict | None:
+    return await server.ctx.db["idempotency"].find_one({"_id": {"$regex": f":{key}\n.*\nanswer"}})
+
+
+async def expire_lease(server, key: str) -> None:
     await server.ctx.db["idempotency"].update_one(
         {"_id": (await record_of(server, key))["_id"]},
-        {"$set": {"state": "in_progress", "response": None,
-                  "lease_until": utcnow() - timedelta(seconds=1)}})
+        {"$set": {"lease_until": utcnow() - timedelta(seconds=1)}})
+
+
+async def crash_after_the_work(server, key: str) -> None:
+    """The key as a process leaves it that did the work and died before storing the answer,
+    and whose lease has since run out."""
+    await server.ctx.db["idempotency"].delete_one({"_id": (await answer_of(server, key))["_id"]})
+    await expire_lease(server, key)
 
 
 def same_answer(first, second) -> None:
@@ -226,7 +235,7 @@ async def test_a_retry_after_a_crash_past_the_create_answers_it_and_creates_noth
     retry = await api.post(POSTS, body, token=token, headers=keyed("c"))
     same_answer(first, retry)
     assert await post_count(server) == 1
-    assert (await record_of(server, "c"))["state"] == "done"
+    assert await answer_of(server, "c") is not None
 
 
 @pytest.mark.gen_test
@@ -326,7 +335,9 @@ def test_retries_after_a_sigkill_mid_burst_create_each_post_exactly_once(
         killer.join()
         server.process.wait(10)
         db = db_client[db_name]
-        left_running = db["idempotency"].count_documents({"state": "in_progress"})
+        left_running = len([i for i in range(count) if db["idempotency"].find_one(
+            {"_id": {"$regex": f":kill-{i}$"}}) and not db["idempotency"].find_one(
+            {"_id": {"$regex": f":kill-{i}\n.*\nanswer"}})])
         server = ServerProcess(mongodb_uri, db_name, tmp_path / "s1",
                                IDEMPOTENCY_LEASE="2").start()
         # Every request retried with its key until it is answered (409 while a lease runs).
@@ -362,19 +373,16 @@ async def test_of_several_retries_after_a_crash_exactly_one_takes_the_key_over(s
     store = server.ctx.idempotency
     scope = address_scope("192.0.2.1")
     first = await store.begin(scope, "k", "fp")
-    await server.ctx.db["idempotency"].update_one(
-        {"_id": first.record_id}, {"$set": {"lease_until": utcnow() - timedelta(seconds=1)}})
+    await expire_lease(server, "k")
     outcomes = await asyncio.gather(*[store.begin(scope, "k", "fp") for _ in range(6)],
                                     return_exceptions=True)
     claims = [o for o in outcomes if isinstance(o, Claim)]
     assert len(claims) == 1 and claims[0].op_id == first.op_id
     assert all(isinstance(o, Exception) and "request_in_progress" in str(o)
                for o in outcomes if o is not claims[0])
-    # The race itself: retries that all read the record while its lease had run out.
-    expired = {**await record_of(server, "k"), "lease_until": utcnow() - timedelta(seconds=1)}
-    await server.ctx.db["idempotency"].update_one(
-        {"_id": first.record_id}, {"$set": {"lease_until": expired["lease_until"]}})
-    taken = await asyncio.gather(*[store._take_over(expired, utcnow()) for _ in range(6)])
+    # The race itself: retries that all read the key's lease run out at the same generation.
+    record = await record_of(server, "k")
+    taken = await asyncio.gather(*[store._take_over(record, 2, utcnow()) for _ in range(6)])
     assert len([claim for claim in taken if claim is not None]) == 1
 
 
@@ -388,6 +396,8 @@ async def test_a_released_key_runs_again_under_the_same_op_id(server):
     again = await store.begin(scope, "k", "fp")
     assert isinstance(again, Claim)
     assert again.op_id == claim.op_id
+    await store.release(again)
+    assert (await store.begin(scope, "k", "fp")).op_id == claim.op_id
 
 
 # --- expiry ---------------------------------------------------------------------------------
@@ -398,9 +408,8 @@ async def test_an_expired_key_runs_again_once_purged(api, server):
     token = await api.user_token()
     body = {"title": "Old", "content": "x"}
     first = await api.post(POSTS, body, token=token, headers=keyed("old"))
-    await server.ctx.db["idempotency"].update_one(
-        {"_id": (await record_of(server, "old"))["_id"]},
-        {"$set": {"expires_at": utcnow() - timedelta(seconds=1)}})
+    await server.ctx.db["idempotency"].update_many(
+        {"_id": {"$regex": ":old($|\n)"}}, {"$set": {"expires_at": utcnow() - timedelta(seconds=1)}})
     await server.purge_expired()
     later = await api.post(POSTS, body, token=token, headers=keyed("old"))
     assert later.code == 201
@@ -417,7 +426,8 @@ async def test_maintenance_purges_expired_keys_and_keeps_the_others(api, server)
         {"_id": {"$regex": ":gone-"}}, {"$set": {"expires_at": utcnow() - timedelta(hours=1)}})
     await server.purge_expired()
     left = [doc["_id"] async for doc in server.ctx.db["idempotency"].find({})]
-    assert [name.rsplit(":", 1)[1] for name in left] == ["kept"]
+    assert sorted(name.split("\n")[0].rsplit(":", 1)[1] for name in left) == ["kept", "kept"]
+    assert await answer_of(server, "kept") is not None
 
 
 @pytest.mark.gen_test
@@ -427,6 +437,7 @@ async def test_every_key_expires_within_24_hours(api, server):
     await api.post(POSTS, {"title": "t", "content": "x"}, token=token, headers=keyed("ttl"))
     record = await record_of(server, "ttl")
     assert before + timedelta(hours=24) <= record["expires_at"] <= utcnow() + timedelta(hours=24)
+    assert (await answer_of(server, "ttl"))["expires_at"] == record["expires_at"]
     assert "expires" in [index["name"] async for index in
                          await server.ctx.db["idempotency"].list_indexes()]
 
