@@ -119,6 +119,9 @@ def key_reused() -> ApiError:
 class IdempotencyStore:
     def __init__(self, db, secret: str, lease: float = 30.0):
         self.records = db["idempotency"]
+        # Finds go through the read pool: waiting duplicates poll, and on FerretDB every write
+        # shares one connection. (FerretDB acknowledges an insert once it is committed.)
+        self.reads = db.read("idempotency")
         # Longer than any request takes (each database call is bounded by DB_TIMEOUT): the
         # lease is not renewed while the request runs.
         self.lease = timedelta(seconds=lease)
@@ -153,12 +156,12 @@ class IdempotencyStore:
                 return claim
             except DuplicateKeyError:
                 pass
-            record = await self.records.find_one({"_id": record_id})
+            record = await self.reads.find_one({"_id": record_id})
             if record is None:
                 continue  # purged in between: claim it afresh
             if record["fingerprint"] != fingerprint:
                 raise key_reused()
-            answer = await self.records.find_one(
+            answer = await self.reads.find_one(
                 {"_id": part_id(record_id, record["op_id"], "answer")})
             if answer is not None:
                 return Answer(answer["status"], bytes(answer["body"]), dict(answer["headers"]))
@@ -177,12 +180,12 @@ class IdempotencyStore:
         """The generation running the key now, and until when (the past once it gave up)."""
         generation, lease_until = 0, record["lease_until"]
         while True:
-            take = await self.records.find_one(
+            take = await self.reads.find_one(
                 {"_id": part_id(record["_id"], record["op_id"], f"take{generation + 1}")})
             if take is None:
                 break
             generation, lease_until = generation + 1, take["lease_until"]
-        if await self.records.find_one(
+        if await self.reads.find_one(
                 {"_id": part_id(record["_id"], record["op_id"], f"free{generation}")}):
             lease_until = _EPOCH
         return generation, lease_until
