@@ -91,7 +91,7 @@ class Burst:
                 pool.submit(worker)
 
 
-def _settle(db, timeout: float = 30.0) -> None:
+def _settle(db, timeout: float = 90.0) -> None:
     """Waits until no document has pending events, no tombstone is left and no notification is
     still queued (the restarted server's sweep and deliverer at work)."""
     deadline = time.monotonic() + timeout
