@@ -226,6 +226,17 @@ class Outbox:
             cids = [item["cid"] for doc in docs for item in doc["_outbox"]]
             stored = {found["cid"] async for found in self.events.events_read.find(
                 {"cid": {"$in": cids}}, {"cid": 1})}
+            # An entry stored but not yet taken out when its process died, whose event
+            # retention has removed since (the process stayed down that long): the log no
+            # longer has its cid, and storing it again would give the change a second event.
+            # Changes older than the oldest retained event count as stored.
+            horizon = await self.events.retained_from()
+            if horizon is not None:
+                expired = {cid for cid in cids if cid not in stored and cid < horizon}
+                if expired:
+                    log.warning("%d pending events of %s predate the oldest retained event: "
+                                "not stored again", len(expired), resource.name)
+                    stored |= expired
             for doc in docs:
                 if any(item["cid"] not in stored for item in doc["_outbox"]):
                     count += 1
