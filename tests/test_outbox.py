@@ -4,7 +4,7 @@ what the next one (or a second offer of the same change) makes of it."""
 import pytest
 from bson import ObjectId
 
-from tests.realtime_helpers import create_posts
+from tests.realtime_helpers import create_posts, expire_events, publish
 from tornado_app.clock import utcnow
 from tornado_app.outbox import entry
 from tornado_app.posts import comment_public, post_public
@@ -48,6 +48,52 @@ async def test_a_change_offered_twice_has_one_event(api, server):
     await server.ctx.outbox.flush("posts", doc)
     await server.ctx.outbox.sweep()
     assert len(await _events(server, "post.created")) == 1
+
+
+@pytest.mark.gen_test
+async def test_an_event_retention_removed_is_not_stored_again(api, server):
+    await api.user_token()
+    doc = await _post_left_pending(server)
+    await server.ctx.outbox.flush("posts", doc)
+    # The process died before taking the stored entry out of the document, and stayed down
+    # longer than the retention: the event is gone from the log, the entry is not.
+    server.ctx.outbox._stored.clear()
+    server.ctx.outbox._to_clear.clear()
+    (first,) = await _events(server, "post.created")
+    await publish(server, "posts", 1)
+    await expire_events(server, first["_id"])
+    assert await server.ctx.outbox.sweep() == 0
+    assert await _events(server, "post.created") == []
+
+
+@pytest.mark.gen_test
+async def test_a_later_change_does_not_store_again_an_event_retention_removed(api, server):
+    await api.user_token()
+    doc = await _post_left_pending(server)
+    await server.ctx.outbox.flush("posts", doc)
+    server.ctx.outbox._stored.clear()  # stored by a process that died before taking it out
+    server.ctx.outbox._to_clear.clear()
+    (first,) = await _events(server, "post.created")
+    await publish(server, "posts", 1)
+    await expire_events(server, first["_id"])
+    # A change of the same post, made by a process that knows nothing of the leftover entry.
+    update = entry("posts", "post.updated", {"id": str(doc["_id"])})
+    image = await server.ctx.db["posts"].find_one_and_update(
+        {"_id": doc["_id"]}, {"$push": {"_outbox": update}}, return_document=True)
+    await server.ctx.outbox.flush("posts", image)
+    assert await _events(server, "post.created") == []
+    assert len(await _events(server, "post.updated")) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_change_newer_than_the_retained_events_is_stored_after_retention(api, server):
+    await api.user_token()
+    await publish(server, "posts", 2)
+    await expire_events(server, 1)
+    doc = await _post_left_pending(server)
+    assert await server.ctx.outbox.sweep() == 1
+    (event,) = await _events(server, "post.created")
+    assert event["cid"] == doc["_id"]
 
 
 @pytest.mark.gen_test

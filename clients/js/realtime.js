@@ -111,6 +111,16 @@ export class RealtimeClient {
       for (const kind of this._transports.slice(this._preferred)) {
         if (this._closed) return;
         result = await this._attempt(kind);
+        if (result.kind === 'refused' && kind === 'websocket' && kind !== this._transports.at(-1)) {
+          // A browser's WebSocket says nothing of why it failed. A server that is down (or
+          // restarting) refuses every transport: no reason to fall back, and one that came up
+          // just after the attempt would otherwise keep this client on a lesser transport for
+          // as long as that works. So fall back only once the server answers HTTP and a
+          // second WebSocket attempt fails too.
+          if (!(await this._reachable())) break;
+          if (this._closed) return;
+          result = await this._attempt(kind);
+        }
         if (result.kind !== 'refused') break;
       }
       if (this._closed) return;
@@ -196,6 +206,21 @@ export class RealtimeClient {
     this.seq = seq;
     for (const channel of this._handlers.keys()) {
       if (!this._cursors.has(channel)) this._cursors.set(channel, seq);
+    }
+  }
+
+  // Whether the server answers HTTP at all (any status): a poll that answers at once.
+  async _reachable() {
+    const query = new URLSearchParams({ channels: this._channels().join(','), timeout: '0' });
+    const headers = { Accept: 'application/json' };
+    try {
+      const token = await this._accessToken();
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const response = await this._fetch(`${this.url}${API}/poll?${query}`, { headers });
+      if (response.body && response.body.cancel) response.body.cancel().catch(() => {});
+      return true;
+    } catch (_) {
+      return false;
     }
   }
 

@@ -85,6 +85,18 @@ class EventLog:
         doc = await self.events.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
         return doc["_id"] if doc else None
 
+    async def retained_from(self):
+        """The change id (`cid`) of the oldest retained event when retention has removed older
+        ones; None while the log still holds its first event (seq 1).
+
+        A change whose cid sorts below it and that the log does not hold may have had its event
+        stored and then removed by retention: cids are ObjectIds, made before their event is
+        stored, so they sort by time (exactly, within one process)."""
+        doc = await self.events_read.find_one({}, {"_id": 1, "cid": 1}, sort=[("_id", ASCENDING)])
+        if doc is None or doc["_id"] <= 1:
+            return None
+        return doc.get("cid")
+
     async def find_change(self, cid) -> dict | None:
         """The event already stored for change `cid`, if any."""
         doc = await self.events.find_one({"cid": cid})

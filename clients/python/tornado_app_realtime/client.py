@@ -153,6 +153,15 @@ class RealtimeClient:
             outcome = _Outcome("refused")
             for kind in self._transports[self._preferred:]:
                 outcome = await self._attempt(kind)
+                if outcome.kind == "refused" and kind == "websocket" \
+                        and kind != self._transports[-1]:
+                    # A server that is down (or restarting) refuses every transport: no reason
+                    # to fall back, and one that came up just after the attempt would otherwise
+                    # keep this client on a lesser transport for as long as that works. So fall
+                    # back only once the server answers HTTP and a second attempt fails too.
+                    if not await self._reachable():
+                        break
+                    outcome = await self._attempt(kind)
                 if outcome.kind != "refused":
                     break
             if outcome.kind == "changed" or (outcome.kind == "reset" and self._resets < 2):
@@ -233,6 +242,16 @@ class RealtimeClient:
         self.seq = seq
         for name in self._channels:
             self._cursors.setdefault(name, seq)
+
+    async def _reachable(self) -> bool:
+        """Whether the server answers HTTP at all (any status): a poll that answers at once."""
+        try:
+            await self._http.get(f"{self.url}{API}/poll", headers=await self._headers(),
+                                 params={"channels": ",".join(self._channels), "timeout": 0},
+                                 timeout=self._connect_timeout)
+        except (OSError, httpx.TransportError, asyncio.TimeoutError):
+            return False
+        return True
 
     async def _fetch_head(self) -> None:
         """Where the log is now, when the client has no cursor yet: a poll that answers at once."""
