@@ -129,8 +129,6 @@ class Outbox:
         self.clear_interval = CLEAR_INTERVAL[bool(getattr(db, "is_ferretdb", False))]
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
-        self.recovered = 0  # events stored by the sweep rather than by their request
-        self.failures = 0
 
     def register(self, resource: Resource) -> None:
         self.resources[resource.name] = resource
@@ -146,7 +144,6 @@ class Outbox:
         try:
             return await self._flush(name, doc)
         except Exception as exc:
-            self.failures += 1
             self._retry_later(name, doc["_id"])
             if is_unavailable(exc) or isinstance(exc, InvalidOperation):
                 log.warning("could not store the events of %s %s (%s); the sweep will retry",
@@ -254,7 +251,6 @@ class Outbox:
                 if any(item["cid"] not in stored for item in doc["_outbox"]):
                     count += 1
                 await self._flush(resource.name, doc, stored)
-        self.recovered += count
         return count
 
     def _retry_later(self, name: str, oid) -> None:
@@ -272,7 +268,6 @@ class Outbox:
                 count += 1
             if until < now or doc is None:
                 self._retry.pop(key, None)
-        self.recovered += count
         return count
 
     async def purge_placeholders(self) -> None:
@@ -404,15 +399,21 @@ class Outbox:
             raise not_found(what)
         return doc
 
+    async def applied(self, name: str, oid, cid) -> tuple[bool, dict | None]:
+        """Whether change `cid` to document `oid` was applied, and the document as it is now."""
+        doc = await self.db[name].find_one({"_id": oid})
+        if doc is not None and any(item["cid"] == cid for item in doc.get("_outbox") or ()):
+            return True, doc
+        # Applied, and its event stored and taken out already?
+        return bool(await self.events.find_change(cid)), doc
+
     async def _find_update(self, name: str, oid, cid) -> dict:
         """The document if update `cid` was applied; OutcomeUnknown if that cannot be known."""
         for _ in range(FENCE_ATTEMPTS):
             try:
-                doc = await self.db[name].find_one({"_id": oid})
-                if doc is not None and any(item["cid"] == cid for item in doc.get("_outbox") or ()):
+                done, doc = await self.applied(name, oid, cid)
+                if done:
                     return doc
-                if await self.events.find_change(cid):
-                    return doc  # applied, and its event stored and taken out already
                 break  # not (yet) applied: it may still arrive
             except PyMongoError as exc:
                 if not is_unavailable(exc):

@@ -120,13 +120,10 @@ class ProductStore:
         cid = op_id or ObjectId()
         if op_id is not None:
             # A retry of a change that may have been applied (Idempotency-Key): applied once.
-            current = await self.products.find_one({"_id": oid})
-            pending = current and any(item["cid"] == cid for item in current.get("_outbox", ()))
-            done = current if pending else (
-                await self.outbox.events.find_change(cid) and await self.get(product_id))
-            if done:
-                await self.outbox.flush("products", done)
-                return done
+            done, current = await self.outbox.applied("products", oid, cid)
+            if done and is_live(current):
+                await self.outbox.flush("products", current)
+                return current
         # One conditional $inc: the bound is checked and the change applied in the same
         # operation, so concurrent changes can never take the stock below zero.
         bound = {"$gte": -delta} if delta < 0 else {"$lte": MAX_STOCK - delta}
