@@ -28,6 +28,8 @@ from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
+from tornado_app.tornado_private import (finished, headers_written, read_to_end, reset_response,
+                                         response_headers, written)
 from tornado_app.wire import is_decimal, parse_decimal
 
 log = logging.getLogger("tornado_app.request")
@@ -144,17 +146,16 @@ class BaseHandler(web.RequestHandler):
     def clear(self) -> None:
         """Tornado's clear() with our default headers. They are fixed strings, so they are copied
         from one dict per class rather than checked by set_header on every request, and the
-        Date is formatted once a second: a tenth of a small request's CPU otherwise."""
+        Date is formatted once a second: a tenth of a small request's CPU otherwise. Then, as
+        Tornado's does, the set_default_headers() hook."""
         headers = httputil.HTTPHeaders(_fixed_headers(type(self)))
         headers["Date"] = _http_date()
         headers["X-Request-ID"] = self.request_id  # either checked by _SANE_REQUEST_ID or ours
-        self._headers = headers
-        self._set_cors_headers()
-        self._write_buffer = []
-        self._status_code = 200
-        self._reason = "OK"
+        reset_response(self, headers)
+        self.set_default_headers()
 
-    def _set_cors_headers(self) -> None:
+    def set_default_headers(self) -> None:
+        """CORS headers for an allowed Origin (a subclass that overrides this calls super())."""
         origin = self.request.headers.get("Origin")
         if origin is None or not self._origin_allowed(origin):
             return
@@ -309,8 +310,7 @@ class BaseHandler(web.RequestHandler):
         return user
 
     def flush(self, include_footers: bool = False):
-        if not self._headers_written and not getattr(self.request.connection,
-                                                     "_read_finished", True):
+        if not headers_written(self) and not read_to_end(self.request.connection):
             # Answered before the request was read to its end (an unknown method, an error in
             # prepare, a body over the limit): Tornado then closes the connection without
             # saying so, and a client that pipelined its next request would lose it.
@@ -416,9 +416,9 @@ class BaseHandler(web.RequestHandler):
         if not self._capturing:
             return super().finish(chunk)
         if self._captured is None:
-            body = b"".join(self._write_buffer) + (utf8(chunk) if chunk is not None else b"")
-            headers = {name: self._headers[name] for name in REPLAYED_HEADERS
-                       if name in self._headers}
+            body = written(self) + (utf8(chunk) if chunk is not None else b"")
+            sent = response_headers(self)
+            headers = {name: sent[name] for name in REPLAYED_HEADERS if name in sent}
             self._captured = (Answer(self.get_status(), body, headers), chunk)
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -469,7 +469,7 @@ class BaseHandler(web.RequestHandler):
         render_error(self, error)
 
     def send_error(self, status_code: int = 500, **kwargs) -> None:
-        if self._finished:
+        if finished(self):
             # Already answered (an oversize body gets its 413 as soon as it passes the limit).
             return
         exc = kwargs.get("exc_info", (None, None, None))[1]

@@ -14,7 +14,7 @@ import logging
 import socket
 import struct
 
-from tornado.util import _websocket_mask  # Tornado's C unmasking, when built
+from ..tornado_private import websocket_mask as _websocket_mask
 
 log = logging.getLogger(__name__)
 
