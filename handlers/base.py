@@ -26,6 +26,7 @@ from tornado_app.idempotency import (KEY_HEADER, REPLAYED_HEADERS, Answer, addre
                                      check_key, is_final, user_scope)
 from tornado_app.jsonbody import parse_json_object
 from tornado_app.logs import request_id_var
+from tornado_app.openapi import METHODS
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
 from tornado_app.tornado_private import (finished, headers_written, read_to_end, reset_response,
@@ -66,6 +67,21 @@ def request_id_of(request) -> str:
         rid = sent if _SANE_REQUEST_ID.fullmatch(sent) else next_request_id()
         request.request_id = rid
     return rid
+
+
+def _authenticated(method, auth: str):
+    """`method`, run only for the user its @operation(auth=...) requires: the one place where
+    "bearer" (401 without a valid token) and "admin" (then 403 for another role) are enforced.
+    The method finds the user in self.user; ownership (author or admin) is the domain's."""
+    admin = auth == "admin"
+
+    @functools.wraps(method)  # keeps __operation__
+    async def run(self, *args, **kwargs):
+        await (self.require_admin() if admin else self.require_user())
+        result = method(self, *args, **kwargs)
+        if result is not None:
+            await result
+    return run
 
 
 def _idempotent(method):
@@ -120,7 +136,12 @@ class BaseHandler(web.RequestHandler):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        # Every POST accepts Idempotency-Key, including POSTs added later.
+        for name in METHODS:
+            spec = getattr(cls.__dict__.get(name), "__operation__", None)
+            if spec is not None and spec.auth in ("bearer", "admin"):
+                setattr(cls, name, _authenticated(cls.__dict__[name], spec.auth))
+        # Every POST accepts Idempotency-Key, including POSTs added later. (Outside the auth
+        # check: a keyed request's scope is its user, and an admin-only answer is replayed.)
         if "post" in cls.__dict__:
             cls.post = _idempotent(cls.__dict__["post"])
 
