@@ -1,6 +1,6 @@
 """Long-poll `/api/v1/poll`."""
 
-from tornado_app.openapi import operation
+from tornado_app.web.openapi import operation
 from tornado_app.realtime.parked_poll import POLL_MAX_EVENTS, poll_body
 from tornado_app.schemas.notifications import PollQuery, PollResponse
 

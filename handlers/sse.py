@@ -3,12 +3,12 @@
 import asyncio
 import json
 
-from tornado_app.errors import ApiError
-from tornado_app.openapi import operation
+from tornado_app.core.errors import ApiError
+from tornado_app.web.openapi import operation
 from tornado_app.realtime.channels import disallowed
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
-from tornado_app.wire import MAX_INT, parse_decimal
+from tornado_app.core.wire import MAX_INT, parse_decimal
 
 from .base import BaseHandler
 

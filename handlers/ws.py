@@ -1,8 +1,8 @@
 """WebSocket `/api/v1/ws`: the upgrade. The session itself is tornado_app.realtime.session."""
 
-from tornado_app.detached_http import take_socket
-from tornado_app.errors import ApiError
-from tornado_app.openapi import operation
+from tornado_app.web.detached_http import take_socket
+from tornado_app.core.errors import ApiError
+from tornado_app.web.openapi import operation
 from tornado_app.realtime.session import EventSession
 from tornado_app.realtime.websocket import accept_key, valid_key
 

@@ -15,8 +15,8 @@ import socket
 import time
 from collections import deque
 
-from ..detached_http import response_head, take_socket
-from ..logs import access_log, log_access
+from ..web.detached_http import response_head, take_socket
+from ..runtime.logs import access_log, log_access
 from .channels import disallowed
 from .deadlines import Deadlines
 

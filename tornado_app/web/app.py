@@ -7,7 +7,7 @@ from handlers import (auth, docs, examples, health, notifications, poll, posts, 
 from handlers.base import NotFoundHandler
 
 from .context import AppContext
-from .logs import log_request
+from ..runtime.logs import log_request
 
 API = "/api/v1"
 ID = r"(?P<{}>[^/]+)"

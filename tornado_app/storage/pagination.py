@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from bson import ObjectId
 
-from .errors import validation_error
-from .ids import parse_id
+from ..core.errors import validation_error
+from ..core.ids import parse_id
 from .outbox import LIVE
 
 
@@ -84,7 +84,7 @@ def keyset_filter(field: str, descending: bool, after) -> dict:
 
 async def fetch_page(collection, query: dict, *, field: str, descending: bool, limit: int,
                      cursor: str | None, order: str) -> Page:
-    # Never tombstones or fence placeholders (tornado_app/outbox.py).
+    # Never tombstones or fence placeholders (tornado_app/storage/outbox.py).
     query = {**query, **LIVE}
     if cursor:
         after = keyset_filter(field, descending, decode_cursor(cursor, order, field))

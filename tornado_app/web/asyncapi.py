@@ -4,11 +4,11 @@ answer and every event type). Nothing here describes a field by hand."""
 
 from pydantic.json_schema import models_json_schema
 
-from . import __version__
-from .schemas.notifications import PollResponse
-from .schemas.realtime import (CHANNELS, AuthenticatedFrame, AuthOp, ErrorFrame, EventFrame,
-                               PingOp, PongFrame, SseEpoch, SseError, SubscribedFrame,
-                               SubscribeOp, UnsubscribedFrame, UnsubscribeOp, event_type)
+from .. import __version__
+from ..schemas.notifications import PollResponse
+from ..schemas.realtime import (CHANNELS, AuthenticatedFrame, AuthOp, ErrorFrame, EventFrame, PingOp,
+                                PongFrame, SseEpoch, SseError, SubscribedFrame, SubscribeOp,
+                                UnsubscribedFrame, UnsubscribeOp, event_type)
 
 CLIENT_OPS = {"subscribe": SubscribeOp, "unsubscribe": UnsubscribeOp, "ping": PingOp,
               "auth": AuthOp}

@@ -5,12 +5,12 @@ import re
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from .clock import iso, utcnow
-from .errors import ApiError, conflict, not_found, validation_error
-from .ids import parse_id
-from .outbox import Resource, entry, is_live
-from .pagination import fetch_page
-from .versioned import update_versioned
+from ..core.clock import iso, utcnow
+from ..core.errors import ApiError, conflict, not_found, validation_error
+from ..core.ids import parse_id
+from ..storage.outbox import Resource, entry, is_live
+from ..storage.pagination import fetch_page
+from ..storage.versioned import update_versioned
 
 MAX_STOCK = 1_000_000_000
 
@@ -27,7 +27,7 @@ def product_public(doc: dict) -> dict:
 
 
 class ProductStore:
-    """Every change goes through the outbox (tornado_app/outbox.py): the write carries its event."""
+    """Every change goes through the outbox (tornado_app/storage/outbox.py): the write carries its event."""
 
     def __init__(self, db, outbox):
         self.products = db["products"]

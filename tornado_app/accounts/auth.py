@@ -14,8 +14,8 @@ from datetime import timedelta
 from pymongo.errors import DuplicateKeyError
 
 from . import grant_changes
-from .clock import utcnow
-from .errors import ApiError, unauthorized
+from ..core.clock import utcnow
+from ..core.errors import ApiError, unauthorized
 from .security import PasswordHasher, TokenClaims, TokenService
 from .users import UserStore
 

@@ -19,7 +19,7 @@ def _refusal() -> bytes:
 
 class CountedConnection(HTTP1ServerConnection):
     """An HTTP connection that leaves the server's count as soon as its socket is taken away
-    (tornado_app/detached_http.py): Tornado only forgets it once its request loop has unwound,
+    (tornado_app/web/detached_http.py): Tornado only forgets it once its request loop has unwound,
     a few turns of the loop later, and meanwhile it would be counted twice, as an HTTP
     connection and as the parked poll or WebSocket it became."""
 

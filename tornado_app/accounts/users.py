@@ -4,10 +4,10 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from . import grant_changes
-from .clock import iso, utcnow
-from .errors import conflict, not_found
-from .ids import parse_id
-from .pagination import fetch_page
+from ..core.clock import iso, utcnow
+from ..core.errors import conflict, not_found
+from ..core.ids import parse_id
+from ..storage.pagination import fetch_page
 
 
 def user_public(doc: dict) -> dict:

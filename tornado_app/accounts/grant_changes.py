@@ -10,7 +10,7 @@ last couple of minutes of changes, so reading all of it is one small scan per pa
 
 from datetime import timedelta
 
-from .clock import utcnow
+from ..core.clock import utcnow
 
 COLLECTION = "grant_changes"
 # How long news is kept (purged by the maintenance pass, every minute): every pass of every

@@ -8,7 +8,7 @@ from pymongo.errors import (ConnectionFailure, ExecutionTimeout, OperationFailur
 
 log = logging.getLogger(__name__)
 
-# Documents with events still pending (tornado_app/outbox.py), for the recovery sweep.
+# Documents with events still pending (tornado_app/storage/outbox.py), for the recovery sweep.
 OUTBOX_INDEX = IndexModel([("_outbox.cid", ASCENDING)], name="outbox")
 
 INDEXES = {
@@ -50,7 +50,7 @@ INDEXES = {
         # _id is the event's seq: its unique index is what keeps seq unique across workers.
         IndexModel([("channel", ASCENDING), ("_id", ASCENDING)], name="channel"),
         IndexModel([("created_at", ASCENDING)], name="created"),
-        # One event per change: the outbox may offer a change twice (tornado_app/outbox.py).
+        # One event per change: the outbox may offer a change twice (tornado_app/storage/outbox.py).
         IndexModel([("cid", ASCENDING)], unique=True, name="change_unique"),
     ],
     "idempotency": [

@@ -38,8 +38,8 @@ from datetime import datetime, timedelta, timezone
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from .clock import utcnow
-from .errors import ApiError
+from ..core.clock import utcnow
+from ..core.errors import ApiError
 
 KEY_HEADER = "Idempotency-Key"
 KEY_TTL = timedelta(hours=24)

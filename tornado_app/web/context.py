@@ -2,24 +2,24 @@
 
 from dataclasses import dataclass
 
-from .auth import AuthService
-from .db import Database
-from .embedded_supervisor import EmbeddedSupervisor
-from .idempotency import IdempotencyStore
-from .posts import PostStore
-from .products import ProductStore
-from .metrics import Metrics
-from .notifications import NotificationService
-from .outbox import Outbox
-from .realtime.connections import Connections
-from .realtime.fanout import RedisFanout
-from .realtime.grants import GrantCheck
-from .realtime.hub import Hub
-from .realtime.log import EventLog
-from .realtime.parked_poll import PollParking
-from .security import PasswordHasher, TokenService
-from .settings import Settings
-from .users import UserStore
+from ..accounts.auth import AuthService
+from ..storage.db import Database
+from ..runtime.embedded_supervisor import EmbeddedSupervisor
+from ..storage.idempotency import IdempotencyStore
+from ..blog.posts import PostStore
+from ..catalog.products import ProductStore
+from ..runtime.metrics import Metrics
+from ..notifications.store import NotificationService
+from ..storage.outbox import Outbox
+from ..realtime.connections import Connections
+from ..realtime.fanout import RedisFanout
+from ..realtime.grants import GrantCheck
+from ..realtime.hub import Hub
+from ..realtime.log import EventLog
+from ..realtime.parked_poll import PollParking
+from ..accounts.security import PasswordHasher, TokenService
+from ..runtime.settings import Settings
+from ..accounts.users import UserStore
 
 
 @dataclass

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from . import __version__
-from .idempotency import KEY_HEADER
-from .realtime.position import HEADERS as POSITION_HEADERS, is_positioned
-from .schemas.common import ErrorResponse
+from .. import __version__
+from ..storage.idempotency import KEY_HEADER
+from ..realtime.position import HEADERS as POSITION_HEADERS, is_positioned
+from ..schemas.common import ErrorResponse
 
 _GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 METHODS = ("get", "post", "put", "patch", "delete")

@@ -6,12 +6,12 @@ import time
 
 from tornado.netutil import bind_sockets
 
-from .app import make_app
-from .context import AppContext, build_context
-from .db import Database
+from ..web.app import make_app
+from ..web.context import AppContext, build_context
+from ..storage.db import Database
 from .embedded_supervisor import EmbeddedSupervisor
-from .httpserver import CappedHTTPServer
-from .realtime.fanout import RedisFanout
+from ..web.httpserver import CappedHTTPServer
+from ..realtime.fanout import RedisFanout
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Notifications: accepted with 202, delivered in the background on the same IOLoop.
 
 Delivery is one conditional update (`queued` → `delivered`) that carries the `notification`
-event on `user:{id}` in the outbox (tornado_app/outbox.py): of several deliverers (workers)
+event on `user:{id}` in the outbox (tornado_app/storage/outbox.py): of several deliverers (workers)
 exactly one wins, and a crash at any point neither loses the event nor sends it twice.
 Whatever is still queued when the server stops is delivered after the next start.
 """
@@ -13,11 +13,11 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from .clock import iso, utcnow
-from .errors import not_found, validation_error
-from .ids import parse_id
-from .outbox import Resource, entry, is_live
-from .pagination import fetch_page
+from ..core.clock import iso, utcnow
+from ..core.errors import not_found, validation_error
+from ..core.ids import parse_id
+from ..storage.outbox import Resource, entry, is_live
+from ..storage.pagination import fetch_page
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 With If-Match the update is conditional on the version, so of two writers holding the same
 ETag exactly one wins and the other gets 412 with nothing written. The update also appends the
-change's pending event (tornado_app/outbox.py), so the change and its event are one step.
+change's pending event (tornado_app/storage/outbox.py), so the change and its event are one step.
 """
 
 from bson import ObjectId
 
-from .clock import utcnow
-from .errors import not_found, precondition_failed
-from .etags import ANY
+from ..core.clock import utcnow
+from ..core.errors import not_found, precondition_failed
+from ..core.etags import ANY
 from .outbox import entry, is_live
 
 

@@ -2,7 +2,7 @@
 
 A long-poll that waits holds nothing but its socket and the bytes of its answer's head; the
 answer is written straight to the socket later, and the connection goes back to the HTTP server
-(tornado_app/httpserver.py) for its next request. What is built here must match, byte for
+(tornado_app/web/httpserver.py) for its next request. What is built here must match, byte for
 byte, what RequestHandler.finish and HTTP1Connection.write_headers would have written.
 """
 
@@ -42,7 +42,7 @@ def take_socket(handler):
     Nothing of Tornado's (handler, request, connection, stream) stays referenced, and the
     abandoned IOStream can never close or watch the socket.
     """
-    # Out of the HTTP server's connection count at once (tornado_app/httpserver.py).
+    # Out of the HTTP server's connection count at once (tornado_app/web/httpserver.py).
     release = getattr(handler.request.server_connection, "release", None)
     if release is not None:
         release()

@@ -46,9 +46,9 @@ from pymongo import ReturnDocument
 from pymongo.errors import (DuplicateKeyError, InvalidOperation, PyMongoError,
                             ServerSelectionTimeoutError, WaitQueueTimeoutError)
 
-from .clock import utcnow
+from ..core.clock import utcnow
 from .db import is_unavailable
-from .errors import not_found, service_unavailable
+from ..core.errors import not_found, service_unavailable
 
 log = logging.getLogger(__name__)
 

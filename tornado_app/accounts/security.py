@@ -13,8 +13,8 @@ from pathlib import Path
 import bcrypt
 import jwt
 
-from .errors import unauthorized
-from .wire import bounded_int
+from ..core.errors import unauthorized
+from ..core.wire import bounded_int
 
 log = logging.getLogger(__name__)
 

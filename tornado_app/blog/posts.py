@@ -1,6 +1,6 @@
 """Blog posts and their comments.
 
-Every change goes through the outbox (tornado_app/outbox.py): the write that makes it carries its
+Every change goes through the outbox (tornado_app/storage/outbox.py): the write that makes it carries its
 pending event. A comment's event also carries the ±1 for its post's `comment_count`, applied
 once, and a post's deletion removes its comments, so a crash at any point leaves neither a
 count that disagrees with the comments present nor a comment of a deleted post.
@@ -11,12 +11,12 @@ from datetime import timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from .clock import iso, utcnow
-from .errors import forbidden, not_found
-from .ids import parse_id
-from .outbox import LIVE, Resource, entry, is_live
-from .pagination import Page, fetch_page
-from .versioned import update_versioned
+from ..core.clock import iso, utcnow
+from ..core.errors import forbidden, not_found
+from ..core.ids import parse_id
+from ..storage.outbox import LIVE, Resource, entry, is_live
+from ..storage.pagination import Page, fetch_page
+from ..storage.versioned import update_versioned
 
 # A post remembers which comment changes it has counted (`_counted`), so that one offered again
 # (by the recovery sweep, or a second worker) is not counted twice. A change is offered again
