@@ -28,6 +28,7 @@ from tornado_app.core.jsonbody import parse_json_object
 from tornado_app.runtime.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
+from tornado_app.web.context import AppContext
 from tornado_app.core.wire import is_decimal, parse_decimal
 
 log = logging.getLogger("tornado_app.request")
@@ -113,6 +114,7 @@ class BaseHandler(web.RequestHandler):
     """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
 
     route_name = "unknown"
+    ctx: AppContext  # this process's services, set from the application's settings
     # JSON answers never need to load anything or be framed.
     csp = "default-src 'none'; frame-ancestors 'none'"
 

@@ -27,8 +27,9 @@ class OpenApiHandler(BaseHandler):
     def get(self) -> None:
         document = self.application.settings.get("openapi_document")
         if document is None:
-            from tornado_app.web.app import ROUTES
-            document = build_openapi(ROUTES)
+            # The route table comes from the app factory (tornado_app/web/app.py): importing it
+            # here would be an import cycle, since the table imports this module.
+            document = build_openapi(self.application.settings["routes"])
             self.application.settings["openapi_document"] = document
         self.send_json(document)
 

@@ -8,7 +8,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from tests.conftest import assert_error
-from tornado_app.web.app import ROUTES
+from tornado_app.web.routes import ROUTES
 from tornado_app.web.openapi import METHODS, path_template
 from tornado_app.schemas.common import ErrorResponse
 

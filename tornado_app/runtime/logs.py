@@ -50,12 +50,13 @@ def configure_logging(level: str = "INFO") -> None:
 access_log = logging.getLogger("tornado_app.access")
 
 
-def log_request(handler) -> None:
+def log_request(metrics, handler) -> None:
+    """Tornado's log_function (bound to this process's metrics by the app factory, so it needs
+    nothing from the application)."""
     route = getattr(handler, "route_name", type(handler).__name__)
     status = handler.get_status()
     request = handler.request
     duration = request.request_time()
-    metrics = handler.application.settings["ctx"].metrics
     if metrics is not None:
         metrics.observe(route, request.method, status, duration)
     if access_log.isEnabledFor(logging.INFO):
