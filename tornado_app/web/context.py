@@ -16,7 +16,7 @@ from ..realtime.fanout import RedisFanout
 from ..realtime.grants import GrantCheck
 from ..realtime.hub import Hub
 from ..realtime.log import EventLog
-from ..realtime.parked_poll import PollParking
+from ..realtime.transports.parked_poll import PollParking
 from ..accounts.security import PasswordHasher, TokenService
 from ..runtime.settings import Settings
 from ..accounts.users import UserStore

@@ -38,7 +38,7 @@ class CappedHTTPServer(HTTPServer):
         self.max_connections = max_connections
         # Upgraded WebSockets leave the HTTP server's own bookkeeping, so they are counted apart.
         self.open_websockets = open_websockets
-        # So do connections lent to parked long-polls (tornado_app/realtime/parked_poll.py).
+        # So do connections lent to parked long-polls (tornado_app/realtime/transports/parked_poll.py).
         self.parked_polls = parked_polls
         self.refused = 0
 

@@ -1,7 +1,8 @@
 """The route table: the single source for routing and for the OpenAPI document."""
 
-from handlers import (auth, docs, examples, health, notifications, poll, posts, products, sse,
-                      users, ws)
+from handlers import auth, docs, examples, health, notifications, posts, products, users
+
+from ..realtime.transports import longpoll as poll, sse, websocket as ws
 
 API = "/api/v1"
 ID = r"(?P<{}>[^/]+)"

@@ -1,15 +1,15 @@
 """Long-poll `/api/v1/poll`."""
 
 from tornado_app.web.openapi import operation
-from tornado_app.realtime.parked_poll import POLL_MAX_EVENTS, poll_body
+from tornado_app.realtime.transports.parked_poll import POLL_MAX_EVENTS, poll_body
 from tornado_app.schemas.notifications import PollQuery, PollResponse
 
-from .base import BaseHandler
+from handlers.base import BaseHandler
 
 
 class PollHandler(BaseHandler):
     """Long-poll: answers at once when there are events after `since`, else parks the poll
-    (tornado_app/realtime/parked_poll.py) until one arrives or the timeout."""
+    (tornado_app/realtime/transports/parked_poll.py) until one arrives or the timeout."""
 
     route_name = "realtime.poll"
 

@@ -6,7 +6,7 @@ from tornado_app.web.openapi import operation
 from tornado_app.realtime.session import EventSession
 from tornado_app.realtime.websocket import accept_key, valid_key
 
-from .base import BaseHandler
+from handlers.base import BaseHandler
 
 
 class EventsSocket(BaseHandler):

@@ -15,10 +15,10 @@ import socket
 import time
 from collections import deque
 
-from ..web.detached_http import response_head, take_socket
-from ..runtime.logs import access_log, log_access
-from .channels import disallowed
-from .deadlines import Deadlines
+from ...web.detached_http import response_head, take_socket
+from ...runtime.logs import access_log, log_access
+from ..channels import disallowed
+from ..deadlines import Deadlines
 
 POLL_MAX_EVENTS = 100
 ROUTE = "realtime.poll"

@@ -10,7 +10,7 @@ from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
 from tornado_app.core.wire import MAX_INT, parse_decimal
 
-from .base import BaseHandler
+from handlers.base import BaseHandler
 
 
 class StreamHandler(BaseHandler):
