@@ -1,10 +1,10 @@
-"""The check of Tornado's private names (tornado_app/tornado_private.py), without a server."""
+"""The check of Tornado's private names (tornado_app/web/tornado_private.py), without a server."""
 
 import pytest
 import tornado
 
-from tornado_app import tornado_private
-from tornado_app.tornado_private import Need, TornadoMismatch, check, problems
+from tornado_app.web import tornado_private
+from tornado_app.web.tornado_private import Need, TornadoMismatch, check, problems
 
 
 class FakeStream:

@@ -14,7 +14,7 @@ import logging
 import socket
 import struct
 
-from ..tornado_private import websocket_mask as _websocket_mask
+from tornado_app.web.tornado_private import websocket_mask as _websocket_mask
 
 log = logging.getLogger(__name__)
 
