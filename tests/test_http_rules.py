@@ -12,7 +12,7 @@ from tornado.testing import bind_unused_port
 
 from handlers.base import BaseHandler
 from tests.conftest import Api, assert_error
-from tornado_app.errors import ApiError
+from tornado_app.core.errors import ApiError
 
 REGISTER = "/api/v1/auth/register"
 
