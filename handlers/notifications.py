@@ -1,6 +1,6 @@
 """Notification endpoints."""
 
-from tornado_app.notifications.store import notification_public
+from tornado_app.notifications.store import notification_accepted, notification_public
 from tornado_app.web.openapi import operation
 from tornado_app.schemas.common import Page, PageQuery
 from tornado_app.schemas.notifications import (NotificationAccepted, NotificationCreate,
@@ -19,7 +19,7 @@ class NotificationsHandler(BaseHandler):
         doc = await self.ctx.notifications.create(body.user_id, body.title, body.body,
                                                   op_id=self.op_id)
         self.set_header("Location", f"/api/v1/notifications/{doc['_id']}")
-        self.send_json({"id": str(doc["_id"]), "status": doc["status"]}, status=202)
+        self.send_json(notification_accepted(doc), status=202)
 
     @operation(summary="My notifications, newest first", query=PageQuery,
                responses={200: Page[NotificationPublic]}, auth="bearer", tag="notifications")
