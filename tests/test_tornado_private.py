@@ -1,8 +1,12 @@
 """The check of Tornado's private names (tornado_app/web/tornado_private.py), without a server."""
 
+import os
+
 import pytest
 import tornado
+from tornado.speedups import websocket_mask
 
+from tornado_app.realtime.websocket import unmask_python
 from tornado_app.web import tornado_private
 from tornado_app.web.tornado_private import Need, TornadoMismatch, check, problems
 
@@ -74,3 +78,9 @@ def test_the_failure_names_the_tornado_version_the_tested_one_and_each_missing_n
 def test_the_installed_tornado_is_the_tested_minor_version():
     # setup.cfg pins tornado to TESTED_ON; a venv outside the pin fails here before anywhere else.
     assert tornado.version.split(".")[:2] == tornado_private.TESTED_ON.split(".")
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 65536 + 3])
+def test_unmasking_without_tornados_c_helper_gives_what_it_gives(size):
+    mask, data = os.urandom(4), os.urandom(size)
+    assert unmask_python(mask, data) == websocket_mask(mask, data)

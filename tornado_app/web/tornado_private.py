@@ -2,10 +2,10 @@
 
 The server reaches past Tornado's public API where that API has no way to do what it needs:
 take a socket away from an HTTP connection and give it back (parked long-polls, WebSocket
-upgrades: web/detached_http.py, web/httpserver.py), reset a response without
-Tornado's per-request header checks (handlers/base.py), read a stream's pending output (SSE
-backpressure) and unmask WebSocket frames with Tornado's C helper. Nothing else in the project
-touches a name of Tornado's that starts with an underscore: it calls the functions here.
+upgrades: web/detached_http.py, web/httpserver.py), reset a response without Tornado's
+per-request header checks (handlers/base.py), read a stream's pending output (SSE
+backpressure). Nothing else in the project touches a name of Tornado's that starts with an
+underscore: it calls the functions here.
 
 Private names can change in any release, so setup.cfg pins Tornado to the minor version these
 were tested on, and NEEDED below is checked at import: a Tornado that lacks one of them (or has
@@ -17,7 +17,7 @@ import dis
 from dataclasses import dataclass
 
 import tornado
-from tornado import http1connection, httpserver, iostream, util, web
+from tornado import http1connection, httpserver, iostream, web
 
 TESTED_ON = "6.6"  # the minor version the test suite ran on; setup.cfg pins tornado>=6.6,<6.7
 
@@ -60,7 +60,6 @@ NEEDED = (
     # Tornado's sets, no more and no less.
     Need(_Handler, "clear", "method",
          assigns=frozenset({"_headers", "_write_buffer", "_status_code", "_reason"})),
-    Need(util, "_websocket_mask", "function"),
 )
 
 
@@ -188,6 +187,3 @@ def finished(handler) -> bool:
 def break_cycles(handler) -> None:
     """What finish() does last, for a handler whose connection was detached."""
     handler._break_cycles()
-
-
-websocket_mask = util._websocket_mask  # Tornado's C unmasking, when it was built
