@@ -3,7 +3,8 @@ that the hub reads: the unit tests of the hub and the subscription seam run on i
 database. Seqs are gap-free from 1, as in the real log; retention is `purge_before`.
 
 A test can hold reads (`hold_reads()`): a read then waits until `release_reads()`, so events can
-be published while a replay is in the middle of reading.
+be published while a replay is in the middle of reading; or set `during_read` to a function that
+every read calls while it is in progress.
 """
 
 import asyncio
@@ -19,6 +20,7 @@ class MemoryLog:
         self.read_started = asyncio.Event()
         self._gate: asyncio.Event | None = None
         self.fail_reads = False
+        self.during_read = None
         # The hub looks single events up by _id through the read pool.
         self.events_read = self
 
@@ -55,6 +57,9 @@ class MemoryLog:
         self.read_started.set()
         if self._gate is not None:
             await self._gate.wait()
+        await asyncio.sleep(0)  # a read always gives the loop a turn, as a database call does
+        if self.during_read is not None:
+            self.during_read()
         if self.fail_reads:
             raise ConnectionError("the log is unreachable")
         found = [event for event in self.events
