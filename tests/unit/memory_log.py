@@ -9,6 +9,9 @@ every read calls while it is in progress.
 
 import asyncio
 
+# Bound here: a test may replace asyncio.sleep to watch the hub's own waits.
+_sleep = asyncio.sleep
+
 
 class MemoryLog:
     def __init__(self, epoch: str = "epoch-1"):
@@ -57,7 +60,7 @@ class MemoryLog:
         self.read_started.set()
         if self._gate is not None:
             await self._gate.wait()
-        await asyncio.sleep(0)  # a read always gives the loop a turn, as a database call does
+        await _sleep(0)  # a read always gives the loop a turn, as a database call does
         if self.during_read is not None:
             self.during_read()
         if self.fail_reads:
