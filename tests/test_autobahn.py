@@ -10,7 +10,7 @@ The echo route is mounted on that running app by this test; the app itself has n
 import pytest
 from kosoku import FailureError, run_fuzzingclient
 
-from handlers.ws import EventsSocket
+from tornado_app.realtime.transports.websocket import EventsSocket
 from tornado_app.realtime.websocket import (OP_BINARY, OP_TEXT, WebSocketConnection,
                                             server_frame)
 

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from tests.unit.memory_log import MemoryLog
-from tornado_app.errors import ApiError
+from tornado_app.core.errors import ApiError
 from tornado_app.realtime import hub as hub_module
 from tornado_app.realtime.hub import Hub
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.unit.memory_log import MemoryLog
-from tornado_app.errors import ApiError
+from tornado_app.core.errors import ApiError
 from tornado_app.realtime import subscription as subscription_module
 from tornado_app.realtime.hub import Hub
 from tornado_app.realtime.subscription import Subscription
