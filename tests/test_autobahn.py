@@ -22,7 +22,8 @@ EXCLUDED_CASES = ["12.*", "13.*"]
 # so 4 at a time runs the 301 cases in 4.7 s where one at a time takes 13.2 s (measured, 2 cores
 # under other load).
 CONCURRENCY = 4
-SECTIONS = [str(section) for section in range(1, 11)]
+# The suite's sections (it has no 8).
+SECTIONS = ["1", "2", "3", "4", "5", "6", "7", "9", "10"]
 
 # Verdicts that conform (NON-STRICT: a SHOULD not followed, e.g. invalid UTF-8 detected at the
 # end of a message rather than at the first bad byte; INFORMATIONAL: behaviour the RFC leaves
@@ -91,7 +92,7 @@ async def test_autobahn_cases_conform(server):
         results = await run_fuzzingclient(url, CASES, EXCLUDED_CASES, concurrency=CONCURRENCY)
     except FailureError as failure:
         results = failure.results
-    # Every section of the suite ran (1 framing ... 10 misc), not merely some cases.
+    # Every section ran (1 framing ... 10 misc), not merely some cases.
     assert {result.case_id.split(".")[0] for result in results} >= set(SECTIONS)
     failures = [reason for reason in map(verdict, results) if reason is not None]
     assert not failures, "\n".join(failures)
