@@ -7,17 +7,25 @@ Each channel's cursor drops anything already sent on it, so the seam has no gap 
 duplicate.
 """
 
+from collections.abc import Callable
+
+from .hub import Hub
+from .record import Record
+
 REPLAY_PAGE = 1000
 
+Sink = Callable[[Record], None]  # writes one record's prebuilt bytes to the client
+OnExpired = Callable[[str, int], None]  # (epoch, oldest_seq): the log was replaced
 
-def _nowhere(record) -> None:
+
+def _nowhere(record: Record) -> None:
     pass
 
 
 class Subscription:
     __slots__ = ("hub", "sink", "channels", "queue", "on_expired")
 
-    def __init__(self, hub, sink, on_expired=None):
+    def __init__(self, hub: Hub, sink: Sink, on_expired: OnExpired | None = None):
         self.hub = hub
         self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
         # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
@@ -36,7 +44,7 @@ class Subscription:
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
-    def deliver(self, record) -> None:
+    def deliver(self, record: Record) -> None:
         if self.queue is not None:
             self.queue.append(record)
             return
@@ -108,7 +116,7 @@ class Subscription:
                 self.deliver(record)  # dropped by the cursors if already replayed
         return up_to
 
-    def retarget(self, sink, on_expired=None) -> None:
+    def retarget(self, sink: Sink, on_expired: OnExpired | None = None) -> None:
         """Hands the live events to another consumer (a long-poll that leaves Tornado to wait),
         with no moment without a subscription: nothing published meanwhile can be missed."""
         self.sink = sink
