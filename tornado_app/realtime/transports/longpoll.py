@@ -66,10 +66,11 @@ class PollHandler(BaseHandler):
         """The connection, out of Tornado, with what the parked poll needs to answer on it."""
         head, head_end, keep_alive = response_head(self)
         started = time.time() - self.request.request_time()
-        user = self.user
-        sock, unread = take_socket(self)
-        return TakenRequest(sock, unread, head, head_end, keep_alive, started, self.request_id,
-                            user, self.token_family, self.token_expires)
+        request_id, user, family, expires = (self.request_id, self.user, self.token_family,
+                                             self.token_expires)
+        sock, unread = take_socket(self)  # Tornado is done with the request from here on
+        return TakenRequest(sock, unread, head, head_end, keep_alive, started, request_id, user,
+                            family, expires)
 
     def _log_replaced(self, epoch: str, oldest_seq: int) -> None:
         self.expired = True
