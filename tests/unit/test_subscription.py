@@ -1,6 +1,7 @@
-"""The replay-then-live handover (tornado_app/realtime/subscription.py): a subscription with
-`since` gets every event of its channels after `since` exactly once and in seq order, however
-the events published while the replay is running fall between its reads."""
+"""The replay-then-live handover (tornado_app/realtime/subscription.py, the one every transport
+uses: WebSocket, SSE, long-poll): a subscription with `since` gets every event of its channels
+after `since` exactly once and in seq order, however the events published while the replay is
+running fall between its reads."""
 
 import asyncio
 
@@ -235,3 +236,66 @@ async def test_a_replaced_log_drops_every_channel_and_tells_the_connection():
     await hub.watch_log()
     assert client.expired == [("epoch-2", 0)]
     assert sub.channels == {}
+
+
+# --- the seam every transport uses: its position, a consumer's limit, a new consumer -----------
+
+@pytest.mark.gen_test
+async def test_add_returns_the_position_where_live_delivery_began():
+    log, hub, client, sub = await setup()
+    for _ in range(3):
+        publish(log, hub)
+    log.hold_reads()
+    adding = asyncio.ensure_future(sub.add(["posts"], since=0))
+    await log.read_started.wait()
+    publish(log, hub)
+    log.release_reads()
+    assert await adding == 3  # 1 to 3 came from the replay, 4 from the live queue
+    assert client.seqs == [1, 2, 3, 4]
+    other = Subscription(hub, Client().sink)
+    assert await other.add(["posts"], since=None) == 4
+
+
+@pytest.mark.gen_test
+async def test_a_replay_that_fills_the_consumers_limit_ends_the_subscription():
+    """A long-poll takes at most so many events: the rest waits for its next call."""
+    log, hub, client, sub = await setup()
+    for _ in range(5):
+        publish(log, hub)
+    log.hold_reads()
+    adding = asyncio.ensure_future(sub.add(["posts"], since=0, limit=3))
+    await log.read_started.wait()
+    publish(log, hub)
+    log.release_reads()
+    await adding
+    publish(log, hub)
+    assert client.seqs == [1, 2, 3]
+    assert sub.channels == {} and "posts" not in hub.channels
+
+
+@pytest.mark.gen_test
+async def test_a_replay_under_the_limit_hands_over_to_live_events(monkeypatch):
+    monkeypatch.setattr(subscription_module, "REPLAY_PAGE", 2)
+    log, hub, client, sub = await setup()
+    for _ in range(3):
+        publish(log, hub)
+    log.during_read = lambda: publish(log, hub)
+    await sub.add(["posts"], since=0, limit=10)
+    log.during_read = None
+    publish(log, hub)
+    assert client.seqs == seqs_of(log, ["posts"])
+
+
+@pytest.mark.gen_test
+async def test_retarget_hands_live_events_to_the_new_consumer_with_no_gap():
+    log, hub, client, sub = await setup()
+    await sub.add(["posts"], since=None)
+    publish(log, hub)
+    parked = Client()
+    sub.retarget(parked.sink, parked.on_expired)
+    publish(log, hub)
+    publish(log, hub)
+    assert client.seqs == [1] and parked.seqs == [2, 3]
+    log.stored_epoch = "epoch-2"
+    await hub.watch_log()
+    assert parked.expired == [("epoch-2", 1)] and client.expired == []
