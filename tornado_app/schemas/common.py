@@ -16,7 +16,7 @@ class RequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     """A response body: exactly these fields. The OpenAPI document says so (additionalProperties
-    false), and tests/test_response_models.py runs every builder of a body against its model."""
+    false), and tests/unit/test_response_models.py runs every builder of a body against its model."""
 
     model_config = ConfigDict(extra="forbid")
 
