@@ -142,8 +142,9 @@ class BaseHandler(web.RequestHandler):
             spec = getattr(cls.__dict__.get(name), "__operation__", None)
             if spec is not None and spec.auth in ("bearer", "admin"):
                 setattr(cls, name, _authenticated(cls.__dict__[name], spec.auth))
-        # Every POST accepts Idempotency-Key, including POSTs added later. (Outside the auth
-        # check: a keyed request's scope is its user, and an admin-only answer is replayed.)
+        # Every POST accepts Idempotency-Key, including POSTs added later. Around the auth
+        # check, where the hand-placed checks were: a keyed request is scoped by its user
+        # first (401 before the key is claimed), and an admin-only 403 is the key's answer.
         if "post" in cls.__dict__:
             cls.post = _idempotent(cls.__dict__["post"])
 
