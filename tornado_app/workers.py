@@ -14,6 +14,7 @@ import time
 from tornado.netutil import bind_sockets
 
 from .embedded import die_with_parent
+from .metrics_multiprocess import SharedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
     `on_other_exit(pid, exit_code, stopping)` hears of any other child that exits (the embedded
     database), `stopping()` telling whether the parent is shutting down."""
     sockets = bind_sockets(settings.port, settings.host)
+    # Before the first fork: every worker writes its metrics where any of them reads them all.
+    metrics = SharedMetrics.prepare()
     children: dict[int, int] = {}
     stopping = False
 
@@ -73,6 +76,7 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
             if on_other_exit is not None:
                 on_other_exit(pid, code, lambda: stopping)
             continue
+        metrics.worker_exited(pid)  # its open connections no longer count
         if not stopping and code != 0:
             failures += 1
             log.warning("worker %d exited with %d; starting it again", index, code)
@@ -80,4 +84,5 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
             spawn(index)
     for sock in sockets:
         sock.close()
+    metrics.close()
     return 0
