@@ -11,36 +11,19 @@ import urllib.request
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 from tornado.iostream import IOStream
 
 from tests.conftest import Api, assert_error
+from tests.metrics_helpers import Scrape, promql_metric_names
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
 from tornado_app.embedded import free_port
 from tornado_app.logs import JsonFormatter
-from tornado_app.metrics import generation_label, method_label, status_label
+from tornado_app.metrics import STANDARD_PREFIXES, generation_label, method_label, status_label
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
-
-
-class Scrape:
-    def __init__(self, text: str):
-        self.text = text
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples = [s for f in self.families.values() for s in f.samples]
-
-    def value(self, name: str, **labels) -> float:
-        """The sample's value; 0 when the labelled series does not exist yet."""
-        for sample in self.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-        return 0.0
-
-    def has(self, name: str) -> bool:
-        return any(sample.name == name for sample in self.samples)
 
 
 async def scrape(api) -> Scrape:
@@ -84,6 +67,59 @@ async def test_metrics_is_prometheus_text_with_every_family_of_the_contract(api)
     # Plain text for scrapers, with the same anti-sniffing header as everything else.
     response = await api.http.fetch(api.base_url + "/metrics")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.gen_test
+async def test_every_name_is_under_the_prefix_except_the_standard_collectors(api):
+    await api.get("/health")
+    metrics = await scrape(api)
+    ours = [name for name in metrics.families if name.startswith("tornado_app_")]
+    others = [name for name in metrics.families if not name.startswith("tornado_app_")]
+    assert len(ours) >= 12, ours
+    assert others and all(name.startswith(STANDARD_PREFIXES) for name in others), others
+
+
+@pytest.mark.gen_test
+async def test_process_and_platform_collectors_show_descriptors_and_memory(api):
+    metrics = await scrape(api)
+    assert metrics.value("process_open_fds") > 0
+    assert metrics.value("process_max_fds") >= metrics.value("process_open_fds")
+    assert metrics.value("process_resident_memory_bytes") > 1 << 20
+    assert metrics.has("process_cpu_seconds_total") and metrics.has("python_info")
+
+
+@pytest.mark.gen_test
+async def test_gc_pause_series_exist_for_every_generation_before_any_pause(api):
+    metrics = await scrape(api)
+    for generation in ("0", "1", "2"):
+        assert metrics.value("tornado_app_gc_pause_seconds_count", generation=generation) == 0
+    assert {s.labels["generation"] for s in metrics.samples
+            if s.name == "tornado_app_gc_pause_seconds_count"} == {"0", "1", "2"}
+
+
+@pytest.mark.gen_test
+async def test_fanout_time_is_observed_once_per_event_with_subscribers(api, server):
+    token = await api.user_token()
+    before = (await scrape(api)).value("tornado_app_fanout_duration_seconds_count")
+    watchers = [await WsClient.connect(server.port) for _ in range(3)]
+    for ws in watchers:
+        await ws.subscribe(["posts"])
+    await create_posts(api, token, 2)
+    for ws in watchers:
+        await ws.events(2)
+    after = await scrape(api)
+    assert after.value("tornado_app_fanout_duration_seconds_count") == before + 2
+    assert 0 < after.value("tornado_app_fanout_duration_seconds_sum") < 5
+    for ws in watchers:
+        ws.close()
+
+
+def test_promql_names_are_what_remains_without_functions_labels_and_keywords():
+    assert promql_metric_names(
+        'histogram_quantile(0.99, sum by (le, route) (rate(a_bucket{job=~"$job",x="}"}'
+        '[$__rate_interval])))') == {"a_bucket"}
+    assert promql_metric_names("max(open / max_fds) > bool 1e3 offset 5m or on(job) b") == {
+        "open", "max_fds", "b"}
 
 
 @pytest.mark.gen_test
