@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from pymongo import MongoClient
 
 from tests.conftest import Api
@@ -219,3 +220,60 @@ async def test_a_worker_that_dies_stops_counting_and_what_it_counted_stays(own_t
     for ws in clients:
         ws.close()
     api.close()
+
+
+def test_an_operators_directory_is_emptied_of_an_earlier_runs_values(
+        mongodb_uri, tmp_path, module_redis):
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    stale = MmapedDict(str(shared / "counter_999999.db"))  # a worker of an earlier run
+    stale.write_value(mmap_key("tornado_app_http_requests", "tornado_app_http_requests_total",
+                               ["route", "method", "status"], ["health", "GET", "200"],
+                               "HTTP requests"), 1000.0, 0.0)
+    stale.close()
+    (shared / "notes.txt").write_text("not ours")
+    server = ServerProcess(mongodb_uri, f"test_mw_{uuid.uuid4().hex[:12]}", tmp_path,
+                           args=["--workers", "2"], REDIS_URL=module_redis.url,
+                           ALLOW_UNSAFE_MULTIWORKER_FERRETDB="1",
+                           PROMETHEUS_MULTIPROC_DIR=str(shared))
+    try:
+        server.start()
+        metrics = scrape_url(server.base_url)
+        assert metrics.total("tornado_app_http_requests_total") < 1000
+        assert not (shared / "counter_999999.db").exists()
+        assert any(shared.glob("*.db"))  # this run's workers write there
+    finally:
+        _stop(server)
+    assert (shared / "notes.txt").read_text() == "not ours"  # only our files are removed
+
+
+def test_the_directory_the_server_made_is_removed_when_it_stops(
+        mongodb_uri, tmp_path, module_redis):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = ServerProcess(mongodb_uri, f"test_mw_{uuid.uuid4().hex[:12]}", tmp_path,
+                           args=["--workers", "2"], REDIS_URL=module_redis.url,
+                           ALLOW_UNSAFE_MULTIWORKER_FERRETDB="1", TMPDIR=str(temp))
+    try:
+        server.start()
+        [made] = temp.glob("tornado_app-metrics-*")
+        assert any(made.glob("gauge_livesum_*.db"))
+    finally:
+        _stop(server)
+    assert not made.exists()
+
+
+def test_one_worker_keeps_its_values_in_process_whatever_the_environment_says(
+        mongodb_uri, tmp_path):
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    server = ServerProcess(mongodb_uri, f"test_mw_{uuid.uuid4().hex[:12]}", tmp_path,
+                           PROMETHEUS_MULTIPROC_DIR=str(shared))
+    try:
+        server.start()
+        metrics = scrape_url(server.base_url)
+        assert metrics.value("process_open_fds") > 0
+        assert metrics.has("python_gc_objects_collected_total")  # the process's own collector
+        assert not any(shared.iterdir())
+    finally:
+        _stop(server)
