@@ -4,11 +4,14 @@ Every label value comes from a fixed set: a label set that grows with what clien
 made-up method token, a status no handler sets) grows the process and every scrape for good.
 
 With `--workers N` the values are shared between the workers (metrics_multiprocess.py), and one
-scrape sums them. A shared value is a write to a memory-mapped file: Counter.inc costs about
-1.4 µs there against 0.6 µs in process and 0.08 µs for a plain int (micro-benchmark, medians of
-5 x 200,000 calls). A delivery to one subscriber costs about 7 µs, so the counters of the fan-out
-path stay plain ints where they are counted, and are added to the exported values in batches:
-on every scrape of this worker and, with several workers, every second.
+scrape sums them. A shared value is a write to a memory-mapped file behind one lock: the fan-out
+path measured with `python -m bench.fanout_cpu --subscribers 10000 --runs 15 --metrics MODE`
+(medians of 5 interleaved rounds, load average ~11 on 2 cores) costs 5.2 µs per subscriber with
+a shared counter incremented per delivery, against 2.0 µs with a plain int through the same
+wrapper. So the counters of that path stay plain ints where they are counted and are added to
+the exported values in batches: on every scrape of this worker and, with several workers, every
+second. Fan-out time is observed once per event (1.2 µs per subscriber shared, 1.1 µs with no
+metrics at all: within the noise).
 """
 
 from collections import deque
