@@ -2,6 +2,7 @@
 the JSON logs (the access logger in process, and run.py's stderr)."""
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from tests.metrics_helpers import Scrape, promql_metric_names
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
 from tornado_app.embedded import free_port
+from tornado_app.gcpauses import GcPauses
 from tornado_app.logs import JsonFormatter
 from tornado_app.metrics import STANDARD_PREFIXES, generation_label, method_label, status_label
 
@@ -95,6 +97,21 @@ async def test_gc_pause_series_exist_for_every_generation_before_any_pause(api):
         assert metrics.value("tornado_app_gc_pause_seconds_count", generation=generation) == 0
     assert {s.labels["generation"] for s in metrics.samples
             if s.name == "tornado_app_gc_pause_seconds_count"} == {"0", "1", "2"}
+
+
+@pytest.mark.gen_test
+async def test_a_collector_pause_shows_in_the_next_scrape(api, server):
+    pauses = GcPauses()
+    pauses.attach(server.ctx.metrics.gc_pauses)
+    pauses.install()
+    try:
+        gc.collect()
+    finally:
+        pauses.uninstall()
+    metrics = await scrape(api)
+    assert metrics.value("tornado_app_gc_pause_seconds_count", generation="2") >= 1
+    assert metrics.total("tornado_app_gc_pause_seconds_count") == pauses.count
+    assert metrics.total("tornado_app_gc_pause_seconds_sum") == pytest.approx(pauses.total)
 
 
 @pytest.mark.gen_test
