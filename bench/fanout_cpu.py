@@ -41,7 +41,7 @@ METRICS = ("none", "process", "shared", "shared-per-delivery", "int-per-delivery
 def instrument(hub, mode: str) -> None:
     if mode == "none":
         return
-    from tornado_app.metrics import FANOUT_BUCKETS
+    from tornado_app.runtime.metrics import FANOUT_BUCKETS
     registry = CollectorRegistry()
     hub.on_fanout = Histogram("fanout", "f", buckets=FANOUT_BUCKETS, registry=registry).observe
     if mode == "int-per-delivery":

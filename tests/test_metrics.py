@@ -19,10 +19,11 @@ from tests.conftest import Api, assert_error
 from tests.metrics_helpers import Scrape, promql_metric_names
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
-from tornado_app.embedded import free_port
-from tornado_app.gcpauses import GcPauses
-from tornado_app.logs import JsonFormatter
-from tornado_app.metrics import STANDARD_PREFIXES, generation_label, method_label, status_label
+from tornado_app.runtime.embedded import free_port
+from tornado_app.runtime.gcpauses import GcPauses
+from tornado_app.runtime.logs import JsonFormatter
+from tornado_app.runtime.metrics import (STANDARD_PREFIXES, generation_label, method_label,
+                                         status_label)
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}

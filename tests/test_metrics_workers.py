@@ -17,7 +17,7 @@ from tests.metrics_helpers import dashboard_queries, scrape_url
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess
 from tests.test_workers import RedisServer
-from tornado_app.metrics import STANDARD_PREFIXES
+from tornado_app.runtime.metrics import STANDARD_PREFIXES
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "dashboard.json"
 # Connections land on the workers as the kernel hands them out: open this many at most while
