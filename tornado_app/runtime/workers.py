@@ -2,7 +2,8 @@
 
 The parent binds the port, forks the workers, forwards SIGTERM/SIGINT to them, restarts one
 that crashes, and returns when all have exited. Nothing async runs in the parent, so no
-event loop or database client is ever inherited across fork().
+event loop or database client is ever inherited across fork(). It also keeps the directory the
+workers share their metrics in (metrics_multiprocess.py).
 """
 
 import asyncio
