@@ -14,6 +14,7 @@ ID = r"(?P<{}>[^/]+)"
 
 # The single source for routing and for the OpenAPI document.
 ROUTES = [
+    (r"/", docs.RootHandler),
     (r"/health", health.HealthHandler),
     (r"/health/ready", health.ReadyHandler),
     (r"/metrics", health.MetricsHandler),
