@@ -24,9 +24,10 @@ def _default_max_connections() -> int:
 
 class Settings(BaseSettings):
     # The `.env` file is named by load_settings (ENV_FILE); a variable of the process environment
-    # wins over the same one in the file, and both over the defaults.
+    # wins over the same one in the file, and both over the defaults. An empty value (`NAME=`,
+    # as a copied .env.example may have) is the default.
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
-                                      env_file_encoding="utf-8")
+                                      env_file_encoding="utf-8", env_ignore_empty=True)
 
     app_env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
