@@ -253,6 +253,13 @@ def _serve_options(parser, workers_default, flag_default) -> None:
                         help=argparse.SUPPRESS)
 
 
+def log_format(setting: str, serving_dev: bool) -> str:
+    """LOG_FORMAT=auto is console lines for `serve --dev`, JSON everywhere else."""
+    if setting == "auto":
+        return "console" if serving_dev else "json"
+    return setting
+
+
 COMMANDS = {"serve": cmd_serve, None: cmd_serve, "create-admin": cmd_create_admin,
             "seed": cmd_seed}
 
@@ -263,10 +270,7 @@ def main(argv=None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         fail(str(exc))
-    dev = args.dev or args.dev_child or settings.dev
-    log_format = settings.log_format
-    if log_format == "auto":
-        log_format = "console" if dev and args.command in (None, "serve") else "json"
-    configure_logging(settings.log_level, log_format)
+    serving_dev = args.command in (None, "serve") and (args.dev or args.dev_child or settings.dev)
+    configure_logging(settings.log_level, log_format(settings.log_format, serving_dev))
     eventloop.install()
     COMMANDS[args.command](args, settings)
