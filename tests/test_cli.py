@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tornado_app import cli
-from tornado_app.embedded import free_port
+from tornado_app.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTIONS = ("users", "posts", "comments", "products", "events")
@@ -177,6 +177,6 @@ def test_dev_mode_reloads_on_a_change_of_dotenv_and_keeps_its_database(tmp_path)
     assert code == 0, output
     assert "restarting server" in output
     # Console lines, not JSON, and no colour when the output is not a terminal.
-    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO +tornado_app\.server  listening on", output,
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO +tornado_app\.[a-z.]*server  listening on", output,
                      re.M), output
     assert "\033[" not in output

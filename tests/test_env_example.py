@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_app.settings import Settings, SettingsError, load_settings
+from tornado_app.runtime.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / ".env.example"

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tornado_app.cli import log_format
-from tornado_app.logs import ConsoleFormatter, JsonFormatter, use_color
+from tornado_app.runtime.logs import ConsoleFormatter, JsonFormatter, use_color
 
 
 def _record(**extra):

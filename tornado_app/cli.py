@@ -17,14 +17,14 @@ import time
 from pydantic import ValidationError
 from tornado.ioloop import PeriodicCallback
 
-from . import eventloop
-from .db import Database
-from .embedded import EmbeddedDatabaseError, EmbeddedFerretDB
-from .embedded_supervisor import restart_blocking
-from .gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
-from .logs import configure_logging
-from .security import PasswordHasher, resolve_jwt_secret
-from .settings import SettingsError, load_settings
+from .runtime import eventloop
+from .storage.db import Database
+from .runtime.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
+from .runtime.embedded_supervisor import restart_blocking
+from .runtime.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
+from .runtime.logs import configure_logging
+from .accounts.security import PasswordHasher, resolve_jwt_secret
+from .runtime.settings import SettingsError, load_settings
 
 log = logging.getLogger("tornado_app.cli")
 
@@ -61,7 +61,7 @@ class DatabaseEndpoint:
 
 async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None,
                 embedded=None, autoreload: bool = False) -> None:
-    from .server import Server
+    from .runtime.server import Server
 
     server = Server(settings, uri, jwt_secret, is_ferretdb, embedded)
     stopping = asyncio.Event()
@@ -70,7 +70,7 @@ async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None,
         loop.add_signal_handler(sig, stopping.set)
     await server.start(sockets)
     if autoreload:
-        from . import devmode
+        from .runtime import devmode
         devmode.start_autoreload()
     # Only a real server process tunes the collector (not tests running many servers).
     pauses = GcPauses()
@@ -154,10 +154,10 @@ def cmd_serve(args, settings) -> None:
     with endpoint as (uri, is_ferretdb):
         embedded = endpoint.embedded
         if dev:
-            from . import devmode
+            from .runtime import devmode
             devmode.supervise(uri)
         elif args.workers > 1:
-            from .workers import run_workers
+            from .runtime.workers import run_workers
             is_ferretdb = check_workers_database(args.workers, settings, is_ferretdb)
 
             def on_other_exit(pid, code, stopping):
@@ -176,7 +176,7 @@ def cmd_serve(args, settings) -> None:
 
 async def create_admin(settings, uri, is_ferretdb, username, email, password) -> None:
     from .schemas.users import RegisterRequest
-    from .users import UserStore
+    from .accounts.users import UserStore
 
     try:
         body = RegisterRequest(username=username, email=email, password=password)
@@ -210,7 +210,7 @@ def cmd_create_admin(args, settings) -> None:
 # --- seed ------------------------------------------------------------------------------------
 
 def cmd_seed(args, settings) -> None:
-    from .seed import seed
+    from .runtime.seed import seed
 
     if settings.app_env == "production" and not args.force:
         fail("seed makes users with published demo passwords: refused with APP_ENV=production "
