@@ -3,8 +3,10 @@
 reloads; `GET /` leads to the documentation."""
 
 import configparser
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -116,6 +118,28 @@ def test_seed_twice_adds_nothing_the_second_time(tmp_path, mongodb_uri, db_name)
             client.drop_database(db_name)
 
 
+def test_seed_while_the_server_runs_uses_its_embedded_database(tmp_path):
+    # Two FerretDBs may not share a data directory: seed finds the running one by its lock file,
+    # and what it adds is served at once.
+    port = free_port()
+    env = _env(tmp_path, PORT=str(port))
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "tornado_app", "serve"], cwd=ROOT,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: _health(port), server)
+        result = _module(["seed"], env)
+        assert result.returncode == 0, result.stderr
+        assert "added 2 users, 3 posts, 5 comments, 6 products" in result.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/products?limit=50",
+                                    timeout=10) as response:
+            skus = {item["sku"] for item in json.load(response)["items"]}
+        assert {"DEMO-KB-01", "DEMO-BK-TD"} <= skus
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0, (tmp_path / "server.log").read_text()
+
+
 @pytest.mark.gen_test
 async def test_the_root_redirects_to_the_documentation(server):
     http = AsyncHTTPClient(force_instance=True)
@@ -171,7 +195,7 @@ def test_dev_mode_reloads_on_a_change_of_dotenv_and_keeps_its_database(tmp_path)
         # The embedded database held by the parent is the same one across the reload.
         assert (tmp_path / "data" / "ferretdb" / "ferretdb.lock").read_text() == ferretdb_lock
     finally:
-        process.send_signal(2)
+        process.send_signal(signal.SIGINT)
         code = process.wait(30)
     output = log_path.read_text()
     assert code == 0, output

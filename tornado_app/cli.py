@@ -7,12 +7,15 @@
 
 import argparse
 import asyncio
+import fcntl
 import getpass
 import logging
 import os
+import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 from pydantic import ValidationError
 from tornado.ioloop import PeriodicCallback
@@ -36,16 +39,44 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-class DatabaseEndpoint:
-    """The configured MongoDB, or the embedded FerretDB started for the life of this command."""
+def running_embedded_uri(data_dir) -> str | None:
+    """The address of the embedded FerretDB that a running server holds on `data_dir`, if one
+    does: its lock file (tornado_app/runtime/embedded.py) is locked and names the port."""
+    path = Path(data_dir).resolve() / "ferretdb" / "ferretdb.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        found = re.search(r"\bport (\d+)", path.read_text(errors="replace"))
+        return f"mongodb://127.0.0.1:{found.group(1)}/" if found else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
-    def __init__(self, settings):
+
+class DatabaseEndpoint:
+    """The configured MongoDB, or the embedded FerretDB started for the life of this command.
+    With `share`, an admin command uses the embedded FerretDB of a server running on the same
+    DATA_DIR (two FerretDBs may not share one data directory)."""
+
+    def __init__(self, settings, share: bool = False):
         self.settings = settings
+        self.share = share
         self.embedded = None
 
     def __enter__(self):
         if self.settings.mongodb_uri:
             return self.settings.mongodb_uri, None
+        running = self.share and running_embedded_uri(self.settings.data_dir)
+        if running:
+            log.info("using the embedded FerretDB of the server running on this DATA_DIR (%s)",
+                     running)
+            return running, True
         try:
             self.embedded = EmbeddedFerretDB(self.settings.data_dir, self.settings.ferretdb_bin)
             return self.embedded.start(), True
@@ -203,7 +234,7 @@ def cmd_create_admin(args, settings) -> None:
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
             fail("the passwords do not match")
-    with DatabaseEndpoint(settings) as (uri, is_ferretdb):
+    with DatabaseEndpoint(settings, share=True) as (uri, is_ferretdb):
         asyncio.run(create_admin(settings, uri, is_ferretdb, args.username, args.email, password))
 
 
@@ -215,7 +246,7 @@ def cmd_seed(args, settings) -> None:
     if settings.app_env == "production" and not args.force:
         fail("seed makes users with published demo passwords: refused with APP_ENV=production "
              "(--force to do it anyway)")
-    with DatabaseEndpoint(settings) as (uri, is_ferretdb):
+    with DatabaseEndpoint(settings, share=True) as (uri, is_ferretdb):
         report = asyncio.run(seed(settings, uri, is_ferretdb))
     for line in report:
         print(line)
