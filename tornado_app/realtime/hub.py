@@ -9,7 +9,9 @@ Each event is serialized once; a subscriber's `deliver(record)` only writes preb
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from itertools import islice
+from typing import Protocol
 
 from ..core.errors import ApiError
 from .record import Record
@@ -26,12 +28,23 @@ REPLAY_BATCH = 1000
 FANOUT_SHARE = 500
 
 
+class Subscriber(Protocol):
+    """What the hub delivers to: one connection's subscription (realtime.subscription.Subscription,
+    whatever the transport)."""
+
+    def deliver(self, record: Record) -> None:
+        """Takes one event of a subscribed channel, in seq order; must not block or raise."""
+
+    def expire(self, epoch: str, oldest_seq: int) -> None:
+        """The log was replaced: every cursor is void, and the hub has dropped the subscriber."""
+
+
 class Hub:
     def __init__(self, event_log, memory: int = 20000):
         self.log = event_log
         self.last_seq = 0
         self.started = False
-        self.channels: dict[str, set] = {}
+        self.channels: dict[str, set[Subscriber]] = {}
         # The newest events, contiguous in seq, so most replays never touch the database.
         self.recent: deque[Record] = deque(maxlen=memory)
         self._ahead: dict[int, dict] = {}
@@ -39,7 +52,7 @@ class Hub:
         # Events still being handed out: (record, its subscribers when it was dispatched, how
         # many of them have it). Strictly in seq order: a share of the next event only starts
         # once every subscriber of the previous one has it.
-        self._outbox: deque[tuple[Record, tuple, int]] = deque()
+        self._outbox: deque[tuple[Record, tuple[Subscriber, ...], int]] = deque()
         self.delivered = 0
 
     async def start(self) -> None:
@@ -49,11 +62,11 @@ class Hub:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, subscriber, channels) -> None:
+    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         for name in channels:
             self.channels.setdefault(name, set()).add(subscriber)
 
-    def unsubscribe(self, subscriber, channels) -> None:
+    def unsubscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         for name in channels:
             subs = self.channels.get(name)
             if subs is not None:
@@ -229,7 +242,7 @@ class Hub:
         self.recent.clear()
         self._ahead.clear()
         self._outbox.clear()
-        subscribers = set()
+        subscribers: set[Subscriber] = set()
         for subs in self.channels.values():
             subscribers.update(subs)
         self.channels = {}
