@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from .embedded import die_with_parent
+
 log = logging.getLogger("tornado_app.dev")
 
 # Every Python file of these packages is watched by the parent while no server runs.
@@ -71,7 +73,10 @@ def supervise(mongodb_uri: str) -> None:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not state["stopping"]:
-            state["child"] = child = subprocess.Popen(command, env=env)
+            # The server ends with this process however it dies (the database does too), and
+            # the request survives autoreload's exec.
+            state["child"] = child = subprocess.Popen(command, env=env,
+                                                      preexec_fn=die_with_parent)
             code = child.wait()
             if state["stopping"]:
                 break
