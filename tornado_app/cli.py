@@ -179,6 +179,8 @@ def cmd_serve(args, settings) -> None:
     jwt_secret = resolve_jwt_secret(settings.jwt_secret, settings.data_dir)
     if args.dev_child:
         # The reloading server of `serve --dev`: its parent holds the database.
+        from .runtime.metrics_multiprocess import in_process
+        in_process()  # one process: no metrics files, whatever PROMETHEUS_MULTIPROC_DIR says
         asyncio.run(serve(settings, settings.mongodb_uri, None, jwt_secret, autoreload=True))
         return
     endpoint = DatabaseEndpoint(settings)
@@ -200,6 +202,8 @@ def cmd_serve(args, settings) -> None:
                         lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets),
                         on_other_exit)
         else:
+            from .runtime.metrics_multiprocess import in_process
+            in_process()  # one process: no metrics files, whatever PROMETHEUS_MULTIPROC_DIR says
             asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret, embedded=embedded))
 
 

@@ -8,8 +8,9 @@ Each event is serialized once; a subscriber's `deliver(record)` only writes preb
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Protocol
 
@@ -50,10 +51,13 @@ class Hub:
         self._ahead: dict[int, dict] = {}
         self._catch_up: asyncio.Task | None = None
         # Events still being handed out: (record, its subscribers when it was dispatched, how
-        # many of them have it). Strictly in seq order: a share of the next event only starts
-        # once every subscriber of the previous one has it.
-        self._outbox: deque[tuple[Record, tuple[Subscriber, ...], int]] = deque()
+        # many of them have it, when it was dispatched). Strictly in seq order: a share of the
+        # next event only starts once every subscriber of the previous one has it.
+        self._outbox: deque[tuple[Record, tuple[Subscriber, ...], int, float]] = deque()
         self.delivered = 0
+        # Hears how long each event took to reach every subscriber here (seconds), once per
+        # event (metrics).
+        self.on_fanout: Callable[[float], None] | None = None
 
     async def start(self) -> None:
         if not self.started:
@@ -138,7 +142,7 @@ class Hub:
         if subscribers:
             # A snapshot: whoever subscribes from now on has this event through its replay, and
             # a delivery may drop a slow subscriber, which changes the set.
-            self._outbox.append((record, tuple(subscribers), 0))
+            self._outbox.append((record, tuple(subscribers), 0, time.perf_counter()))
             if len(self._outbox) == 1:
                 self._hand_out()  # nothing ahead of it: the first share goes out at once
 
@@ -146,7 +150,7 @@ class Hub:
         budget = FANOUT_SHARE
         outbox = self._outbox
         while outbox and budget > 0:
-            record, subscribers, done = outbox[0]
+            record, subscribers, done, dispatched = outbox[0]
             end = min(done + budget, len(subscribers))
             for index in range(done, end):
                 try:
@@ -156,9 +160,11 @@ class Hub:
             self.delivered += end - done
             budget -= end - done
             if end < len(subscribers):
-                outbox[0] = (record, subscribers, end)
+                outbox[0] = (record, subscribers, end, dispatched)
             else:
                 outbox.popleft()
+                if self.on_fanout is not None:
+                    self.on_fanout(time.perf_counter() - dispatched)
         if outbox:
             asyncio.get_running_loop().call_soon(self._hand_out)
 
