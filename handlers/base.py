@@ -20,7 +20,7 @@ from tornado_app.storage.db import is_out_of_storage, is_unavailable
 from tornado_app.core.errors import (ApiError, forbidden, insufficient_storage, service_unavailable,
                                      unauthorized)
 from tornado_app.storage.outbox import OutcomeUnknown
-from tornado_app.realtime.position import is_positioned
+from tornado_app.realtime.position import HEADERS as POSITION_HEADERS, is_positioned
 from tornado_app.core.etags import etag, matches, parse_etag_list
 from tornado_app.storage.idempotency import (KEY_HEADER, REPLAYED_HEADERS, Answer, address_scope,
                                              check_key, is_final, user_scope)
@@ -37,7 +37,10 @@ from tornado_app.core.wire import is_decimal, parse_decimal
 log = logging.getLogger("tornado_app.request")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-CORS_EXPOSED = "X-Request-ID, ETag, Location, Retry-After, Idempotent-Replayed"
+# Response headers a page on another origin may read: the stream position too, since a client
+# subscribes with since=<Event-Seq> after a GET.
+CORS_EXPOSED = ", ".join(("X-Request-ID", "ETag", "Location", "Retry-After", "Idempotent-Replayed",
+                          *POSITION_HEADERS))
 CORS_ALLOWED_HEADERS = ("Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID, "
                         "Last-Event-ID, Idempotency-Key")
 
