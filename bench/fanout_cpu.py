@@ -41,7 +41,7 @@ async def measure(subscribers: int, runs: int) -> list[float]:
                  "created_at": "2026-11-22T00:00:00Z"}
         start = time.perf_counter()
         hub.on_event(event)
-        while hub._outbox:  # the shares of later turns
+        while hub._turns:  # the shares of later turns
             await asyncio.sleep(0)
         timings.append(time.perf_counter() - start)
     return timings

@@ -56,9 +56,9 @@ class PollHandler(BaseHandler):
         else:
             self.ctx.parked_polls.park(self, channels, self.cursor, params.timeout)
 
-    def deliver(self, record) -> None:
-        if self.records is not None and record.seq > self.cursor:
-            self.records.append(record)
+    def deliver(self, records) -> None:
+        if self.records is not None:
+            self.records.extend(record for record in records if record.seq > self.cursor)
 
     def expire(self, epoch: str, oldest_seq: int) -> None:
         self.expired = True

@@ -42,13 +42,19 @@ class ParkedPoll:
                  "channels", "cursor", "records", "deadline", "expiry_queue", "started",
                  "request_id", "user_id", "unsent", "user", "family", "expires")
 
-    def deliver(self, record) -> None:
+    def deliver(self, new) -> None:
         records = self.records
-        # Past the limit an event would not be sent anyway: the client asks again from the cursor.
-        if records is None or record.seq <= self.cursor or len(records) >= POLL_MAX_EVENTS:
+        if records is None:
             return
-        records.append(record)
-        if len(records) == 1:
+        was_empty = not records
+        for record in new:
+            # Past the limit an event would not be sent anyway: the client asks again from
+            # the cursor.
+            if len(records) >= POLL_MAX_EVENTS:
+                break
+            if record.seq > self.cursor:
+                records.append(record)
+        if was_empty and records:
             self.parking.ready(self)
 
     def answer(self) -> None:

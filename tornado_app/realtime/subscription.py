@@ -4,12 +4,15 @@ While a replay from the log runs, live events for the connection are queued; onc
 has sent everything up to the hub's position at subscribe time, the queue (all newer) follows.
 Each channel's cursor drops anything already sent on it, so the seam has no gap and no
 duplicate.
+
+Records go to the sink in lists (a fan-out turn's events, a replay page), which the connection
+writes in one send.
 """
 
 REPLAY_PAGE = 1000
 
 
-def _nowhere(record) -> None:
+def _nowhere(records) -> None:
     pass
 
 
@@ -18,7 +21,8 @@ class Subscription:
 
     def __init__(self, hub, sink, on_expired=None):
         self.hub = hub
-        self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
+        # sink(records): writes the records' prebuilt bytes to the client, in one send.
+        self.sink = sink
         # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
         self.on_expired = on_expired
         # Channel → its cursor: the seq up to which that channel's events are sent (or were
@@ -35,14 +39,27 @@ class Subscription:
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
-    def deliver(self, record) -> None:
+    def deliver(self, records) -> None:
+        """Records in seq order, from the hub."""
         if self.queue is not None:
-            self.queue.append(record)
+            self.queue.extend(records)
             return
-        cursor = self.channels.get(record.channel)
-        if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
-            self.channels[record.channel] = record.seq
-            self.sink(record)
+        channels = self.channels
+        if len(records) == 1:  # the usual case, kept as cheap as one record can be
+            record = records[0]
+            cursor = channels.get(record.channel)
+            if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
+                channels[record.channel] = record.seq
+                self.sink(records)
+            return
+        fresh = []
+        for record in records:
+            cursor = channels.get(record.channel)
+            if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
+                channels[record.channel] = record.seq
+                fresh.append(record)
+        if fresh:
+            self.sink(fresh)
 
     def add_live(self, channels: list[str]) -> None:
         """Subscribes from now on (no replay)."""
@@ -73,10 +90,10 @@ class Subscription:
             after = since
             while True:
                 page = await hub.replay(channels, after, up_to, limit=REPLAY_PAGE)
-                for record in page:
-                    if self.queue is None:
-                        return  # closed during the replay
-                    self.sink(record)
+                if self.queue is None:
+                    return  # closed during the replay
+                if page:
+                    self.sink(page)  # a page in one send
                 if len(page) < REPLAY_PAGE:
                     break
                 after = page[-1].seq
@@ -88,8 +105,8 @@ class Subscription:
             raise
         finally:
             queued, self.queue = self.queue, None
-            for record in queued or ():
-                self.deliver(record)
+            if queued:
+                self.deliver(queued)
 
     def remove(self, channels) -> None:
         present = [name for name in channels if name in self.channels]

@@ -1,0 +1,181 @@
+"""Events that are ready together for a subscriber leave in one write, each still its own frame,
+in order and each exactly once (tornado_app/realtime/hub.py)."""
+
+import asyncio
+import socket
+import struct
+
+import pytest
+
+from tests.realtime_helpers import WsClient, publish, wait_until
+from tornado_app.realtime.hub import Hub
+
+# struct tcp_info (linux/tcp.h): tcpi_segs_out, the segments this socket has sent.
+TCPI_SEGS_OUT = 136
+TCP_INFO_SIZE = 256
+
+
+def segments_sent(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+    return struct.unpack_from("I", info, TCPI_SEGS_OUT)[0]
+
+
+def event(seq: int, channel: str = "posts") -> dict:
+    return {"seq": seq, "channel": channel, "type": "test.event", "data": {"n": seq},
+            "created_at": "2026-01-01T00:00:00Z"}
+
+
+async def session_of(server):
+    """The server side of the one WebSocket the test opened."""
+    await wait_until(lambda: len(server.ctx.connections.sockets) == 1)
+    [session] = server.ctx.connections.sockets
+    return session
+
+
+@pytest.mark.gen_test
+async def test_a_burst_reaches_a_subscriber_in_order_each_once_in_one_write(server):
+    ws = await WsClient.connect(server.port)
+    await ws.subscribe(["posts"])
+    session = await session_of(server)
+    hub = server.ctx.hub
+    first = hub.last_seq + 1
+    before = segments_sent(session.sock)
+    handed, delivered = hub.handed, hub.delivered
+    # Twenty events in one turn of the loop, as Redis or a read of the log brings them.
+    for seq in range(first, first + 20):
+        hub.on_event(event(seq))
+    received = await ws.events(20)
+    assert [e["seq"] for e in received] == list(range(first, first + 20))
+    assert hub.delivered - delivered == 20
+    assert hub.handed - handed == 1
+    # One send: the twenty frames left in one TCP segment, not twenty.
+    assert segments_sent(session.sock) - before == 1
+    assert await _nothing_more(ws)
+    ws.close()
+
+
+async def _nothing_more(ws, seconds: float = 0.3) -> bool:
+    try:
+        message = await ws.recv(seconds)
+    except asyncio.TimeoutError:
+        return True
+    return message is None
+
+
+@pytest.mark.gen_test
+async def test_a_resume_sends_what_was_missed_in_few_writes(server):
+    ws = await WsClient.connect(server.port)
+    await ws.subscribe(["posts"])
+    [last] = await publish(server, "posts", 1)
+    await ws.events(1)
+    ws.close()
+    await publish(server, "posts", 300)
+    ws = await WsClient.connect(server.port)
+    session = await session_of(server)
+    before = segments_sent(session.sock)
+    await ws.subscribe(["posts"], since=last["seq"])
+    missed = await ws.events(300)
+    assert [e["seq"] for e in missed] == list(range(last["seq"] + 1, last["seq"] + 301))
+    # The ack, then the replay page in one send (a few segments of up to 64 KB on loopback),
+    # where a send per event made 300.
+    assert segments_sent(session.sock) - before <= 10
+    ws.close()
+
+
+@pytest.mark.gen_test
+async def test_events_on_several_channels_keep_seq_order_in_one_write(server):
+    ws = await WsClient.connect(server.port)
+    await ws.subscribe(["posts", "products"])
+    hub = server.ctx.hub
+    first = hub.last_seq + 1
+    channels = ["posts", "products", "other", "products", "posts"]
+    for offset, channel in enumerate(channels):
+        hub.on_event(event(first + offset, channel))
+    received = await ws.events(4)
+    assert [(e["seq"], e["channel"]) for e in received] == [
+        (first + offset, channel) for offset, channel in enumerate(channels) if channel != "other"]
+    ws.close()
+
+
+# --- the hub alone -------------------------------------------------------------------------
+
+
+class Recorder:
+    """A subscriber that keeps each hand-over it gets."""
+
+    def __init__(self):
+        self.handovers: list[list[int]] = []
+
+    def deliver(self, records) -> None:
+        self.handovers.append([record.seq for record in records])
+
+    def seqs(self) -> list[int]:
+        return [seq for handover in self.handovers for seq in handover]
+
+
+def hub_with(subscribers) -> Hub:
+    hub = Hub(event_log=None)
+    hub.started = True
+    for subscriber in subscribers:
+        hub.subscribe(subscriber, ["posts"])
+    return hub
+
+
+async def until_handed_out(hub: Hub) -> None:
+    while hub._turns:
+        await asyncio.sleep(0)
+
+
+@pytest.mark.gen_test
+async def test_an_event_during_a_pass_joins_the_turns_still_to_come(monkeypatch):
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 2)
+    subscribers = [Recorder() for _ in range(5)]
+    hub = hub_with(subscribers)
+    hub.on_event(event(1))
+    await asyncio.sleep(0)  # the first share (two subscribers) has it
+    hub.on_event(event(2))
+    hub.on_event(event(3))
+    await until_handed_out(hub)
+    # The hub's set decides which two went first.
+    assert sorted(s.handovers for s in subscribers) == [[[1], [2, 3]]] * 2 + [[[1, 2, 3]]] * 3
+    assert hub.delivered == 15 and hub.handed == 7
+
+
+@pytest.mark.gen_test
+async def test_events_of_one_turn_are_handed_over_together():
+    subscribers = [Recorder() for _ in range(3)]
+    hub = hub_with(subscribers)
+    for seq in (1, 2, 3):
+        hub.on_event(event(seq))
+    await until_handed_out(hub)
+    assert [s.handovers for s in subscribers] == [[[1, 2, 3]]] * 3
+
+
+@pytest.mark.gen_test
+async def test_a_subscriber_that_joins_during_a_pass_gets_only_later_events(monkeypatch):
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    early = [Recorder() for _ in range(3)]
+    hub = hub_with(early)
+    hub.on_event(event(1))
+    await asyncio.sleep(0)
+    late = Recorder()
+    hub.subscribe(late, ["posts"])
+    hub.on_event(event(2))
+    await until_handed_out(hub)
+    assert all(s.seqs() == [1, 2] for s in early)
+    assert late.handovers == [[2]]
+
+
+@pytest.mark.gen_test
+async def test_a_subscriber_gone_during_a_pass_is_handed_nothing_more(monkeypatch):
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    subscribers = [Recorder() for _ in range(3)]
+    hub = hub_with(subscribers)
+    hub.on_event(event(1))
+    await asyncio.sleep(0)
+    [gone] = [s for s in subscribers if s.handovers]  # the one handed event 1 so far
+    hub.unsubscribe(gone, ["posts"])
+    hub.on_event(event(2))
+    await until_handed_out(hub)
+    assert gone.seqs() == [1]
+    assert [s.seqs() for s in subscribers if s is not gone] == [[1, 2]] * 2
