@@ -4,13 +4,12 @@ import asyncio
 import logging
 import time
 
-from tornado.netutil import bind_sockets
-
 from .app import make_app
 from .context import AppContext, build_context
 from .db import Database
 from .embedded_supervisor import EmbeddedSupervisor
 from .httpserver import CappedHTTPServer
+from .listen import listening_sockets
 from .realtime.fanout import RedisFanout
 from .settings import Settings
 
@@ -72,7 +71,7 @@ class Server:
             parked_polls=ctx.parked_polls)
         ctx.parked_polls.start(self.http)
         if sockets is None:
-            sockets = bind_sockets(settings.port, settings.host)
+            sockets = listening_sockets(settings)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._maintenance()))

@@ -9,6 +9,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from .listen import system_backlog
+
 _ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
@@ -74,6 +76,10 @@ class Settings(BaseSettings):
     # Open connections per process before new ones are refused with 503; by default what the
     # open-files limit leaves room for.
     max_connections: int = Field(default_factory=lambda: _default_max_connections(), ge=1)
+    # Connections the kernel may hold, handshake done, until the server accepts them: room for
+    # every client reconnecting at once after a deploy. By default the system's maximum
+    # (net.core.somaxconn), which also caps any larger value (tornado_app/listen.py).
+    listen_backlog: int = Field(default_factory=lambda: system_backlog(), ge=1, le=1 << 20)
     ws_max_messages_per_second: float = Field(50.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")

@@ -11,9 +11,8 @@ import os
 import signal
 import time
 
-from tornado.netutil import bind_sockets
-
 from .embedded import die_with_parent
+from .listen import listening_sockets
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
     """`serve(sockets)` is the coroutine function one worker runs until it is told to stop.
     `on_other_exit(pid, exit_code, stopping)` hears of any other child that exits (the embedded
     database), `stopping()` telling whether the parent is shutting down."""
-    sockets = bind_sockets(settings.port, settings.host)
+    sockets = listening_sockets(settings)
     children: dict[int, int] = {}
     stopping = False
 
