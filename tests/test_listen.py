@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tests.test_workers import ROOT, _env, _wait_ready, drop_db, free_port, redis_server  # noqa: F401
+from tests.test_workers import ROOT, _env, _wait_ready, free_port
+from tests.test_workers import drop_db, redis_server  # noqa: F401 (fixtures)
 from tornado_app.listen import FALLBACK_BACKLOG, SOMAXCONN, system_backlog
 
 
@@ -42,8 +43,8 @@ def test_the_server_listens_with_the_systems_maximum_by_default(server):
     assert listen_backlog(server.port) == system_backlog()
 
 
-def test_workers_share_a_socket_with_the_configured_backlog(mongodb_uri, db_name, redis_server,
-                                                           drop_db):
+def test_workers_share_a_socket_with_the_configured_backlog(
+        mongodb_uri, db_name, redis_server, drop_db):  # noqa: F811 (fixtures)
     port = free_port()
     process = subprocess.Popen([sys.executable, "run.py", "--workers", "2"], cwd=ROOT,
                                env=_env(mongodb_uri, db_name, PORT=str(port),
