@@ -235,8 +235,10 @@ class StormWorker(Worker):
 
     async def cmd_seqs(self) -> dict:
         seqs = [c.last_seq for c in self.clients if c.transport is not None]
-        return {"open": len(seqs), "min": min(seqs, default=None), "max": max(seqs, default=None),
-                "unknown": sum(s is None for s in seqs), "errors": self._take_errors()}
+        known = [s for s in seqs if s is not None]
+        return {"open": len(seqs), "min": min(known, default=None),
+                "max": max(known, default=None), "unknown": len(seqs) - len(known),
+                "errors": self._take_errors()}
 
     async def cmd_drop(self) -> dict:
         """Every connection goes at once, as when a deploy or a network blip cuts them."""

@@ -8,6 +8,8 @@ from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.iostream import IOStream
 
+from .listen import ACCEPTS_PER_TURN, add_accept_handler
+
 
 def _refusal() -> bytes:
     body = json.dumps({"error": {"code": "service_unavailable",
@@ -41,6 +43,15 @@ class CappedHTTPServer(HTTPServer):
         # So do connections lent to parked long-polls (tornado_app/realtime/parked_poll.py).
         self.parked_polls = parked_polls
         self.refused = 0
+
+    def add_sockets(self, sockets) -> None:
+        # TCPServer.add_sockets, with a bounded number of accepts per turn of the loop.
+        sockets = list(sockets)
+        per_turn = max(1, ACCEPTS_PER_TURN // len(sockets)) if sockets else 1
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection,
+                                                               per_turn)
 
     def open_connections(self) -> int:
         return len(self._connections) + len(self.open_websockets) + self.parked_polls.sockets_held

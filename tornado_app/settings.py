@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
-from .listen import system_backlog
+from .listen import default_backlog
 
 _ORIGIN = re.compile(r"https?://[^/\s]+")
 
@@ -77,9 +77,9 @@ class Settings(BaseSettings):
     # open-files limit leaves room for.
     max_connections: int = Field(default_factory=lambda: _default_max_connections(), ge=1)
     # Connections the kernel may hold, handshake done, until the server accepts them: room for
-    # every client reconnecting at once after a deploy. By default the system's maximum
-    # (net.core.somaxconn), which also caps any larger value (tornado_app/listen.py).
-    listen_backlog: int = Field(default_factory=lambda: system_backlog(), ge=1, le=1 << 20)
+    # every client reconnecting at once after a deploy. Past the system's maximum for one socket
+    # (net.core.somaxconn) it is spread over several sockets on the port (tornado_app/listen.py).
+    listen_backlog: int = Field(default_factory=lambda: default_backlog(), ge=1, le=1 << 20)
     ws_max_messages_per_second: float = Field(50.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")
