@@ -8,8 +8,8 @@ import pytest
 
 from tests.test_workers import ROOT, _env, _wait_ready, free_port
 from tests.test_workers import drop_db, redis_server  # noqa: F401 (fixtures)
-from tornado_app.listen import (FALLBACK_BACKLOG, MAX_SOCKETS, SOMAXCONN, default_backlog,
-                                split_backlog, system_backlog)
+from tornado_app.runtime.listen import (FALLBACK_BACKLOG, MAX_SOCKETS, SOMAXCONN,
+                                        default_backlog, split_backlog, system_backlog)
 
 
 def listen_backlogs(port: int) -> list[int]:
