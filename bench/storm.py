@@ -105,7 +105,8 @@ def measure(stack, mode) -> dict:
     target = Ours(stack)
     runs = [{"ours": cli.attempt(f"storm run {i + 1}", run, target, n, mode)}
             for i in range(mode.runs)]
-    return {"runs": runs, "targets": {"ours": target.label}, "tcp_settings": netstat.settings()}
+    return {"runs": runs, "targets": {"ours": target.label}, "tcp_settings": netstat.settings(),
+            "missed": MISSED}
 
 
 if __name__ == "__main__":
