@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import api, cli, procs
 from .loadclient import Fleet
+from .storm import metric
 from .storm_client import BUCKETS, storm_worker_main
 from .targets import Ours, peers
 
@@ -83,9 +84,13 @@ def run(target, n: int, rate: int, seconds: int, mode) -> dict:
                 out["subscribed"] = sum(r["acked"] for r in fleet.command("acked", 120.0))
             pids = target.pids()
             out["settle_seconds"] = procs.settle(pids, timeout=120)
-            held = sum(r["open"] for r in fleet.command("timing", True))
+            armed = fleet.command("timing", True)
+            held = sum(r["open"] for r in armed)
             out["held"] = held
             cpu = sum(procs.cpu_seconds(p) for p in pids)
+            if target.is_ours:
+                handed = [metric(target.port, "events_delivered_total"),
+                          metric(target.port, "event_handovers_total")]
             start = time.time()
             statuses: list = []
             # A server that cannot keep up answers ever later; requests it has not been sent
@@ -121,6 +126,12 @@ def run(target, n: int, rate: int, seconds: int, mode) -> dict:
                 time.sleep(0.5)
             replies = fleet.command("timing", False)
             out["server_cpu_s"] = sum(procs.cpu_seconds(p) for p in pids) - cpu
+            if target.is_ours:  # how many events each write carried, on average
+                events = metric(target.port, "events_delivered_total") - handed[0]
+                writes = metric(target.port, "event_handovers_total") - handed[1]
+                out["events_per_write"] = events / writes if writes else None
+            # The clients share the machine: if they fall behind, every latency grows with them.
+            out["client_cpu_s"] = sum(r["cpu"] for r in replies) - sum(r["cpu"] for r in armed)
             histogram = [sum(column) for column in zip(*(r["histogram"] for r in replies))]
             latency = quantiles(histogram)
             out.update(latency)

@@ -272,13 +272,17 @@ RATE_ROWS = [
     ("delivery latency p99 (ms)", lambda r: r["p99_ms"], 0, 1),
     ("delivery latency max (ms)", lambda r: r["max_ms"], 0, 1),
     ("server CPU per delivered event (µs)", lambda r: r["cpu_us_per_delivered"], 2, 1),
+    ("ours: events per write (events_delivered ÷ event_handovers)",
+     lambda r: r["events_per_write"], 2, 1),
     ("events not delivered (of subscribers × published)", lambda r: r["undelivered"], 0, 1),
     ("seconds from the last publish to the last delivery",
      lambda r: r["last_after_publishing_s"], 2, 1),
+    ("client CPU seconds (all client processes, same window)", lambda r: r["client_cpu_s"], 1, 1),
 ]
 NO_RATIO |= {STORM_ROWS[0][0], STORM_ROWS[1][0], STORM_ROWS[2][0], "subscribers",
              "events published (per second × seconds)", "client errors",
-             "events not delivered (of subscribers × published)"}
+             "events not delivered (of subscribers × published)",
+             "ours: events per write (events_delivered ÷ event_handovers)"}
 
 
 def section_storm(data) -> list[str]:

@@ -35,15 +35,19 @@ def quantile(values: list, q: float):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def open_websockets(port: int) -> float:
-    """The server's websocket_connections gauge."""
+def metric(port: int, name: str) -> float:
+    """One unlabelled value of our server's /metrics."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    return float(re.search(r"^websocket_connections ([\d.e+]+)$", text, re.M).group(1))
+    return float(re.search(rf"^{name} ([\d.e+]+)$", text, re.M).group(1))
+
+
+def open_websockets(port: int) -> float:
+    return metric(port, "websocket_connections")
 
 
 def run(target, n: int, mode) -> dict:

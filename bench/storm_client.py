@@ -294,7 +294,7 @@ class StormWorker(Worker):
         counts.timing = on
         out = {"histogram": counts.histogram, "timed": counts.timed, "latest": counts.latest,
                "open": sum(c.transport is not None for c in self.clients),
-               "errors": self._take_errors()}
+               "cpu": time.process_time(), "errors": self._take_errors()}
         if on:
             counts.histogram, counts.timed, counts.latest = [0] * BUCKETS, 0, 0.0
         return out

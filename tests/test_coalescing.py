@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from tests.realtime_helpers import WsClient, publish, wait_until
+from tests.test_metrics import scrape
 from tornado_app.realtime.hub import Hub
 
 # struct tcp_info (linux/tcp.h): tcpi_segs_out, the segments this socket has sent.
@@ -179,3 +180,19 @@ async def test_a_subscriber_gone_during_a_pass_is_handed_nothing_more(monkeypatc
     await until_handed_out(hub)
     assert gone.seqs() == [1]
     assert [s.seqs() for s in subscribers if s is not gone] == [[1, 2]] * 2
+
+
+@pytest.mark.gen_test
+async def test_metrics_count_hand_overs_next_to_deliveries(api, server):
+    ws = await WsClient.connect(server.port)
+    await ws.subscribe(["posts"])
+    before = await scrape(api)
+    hub = server.ctx.hub
+    first = hub.last_seq + 1
+    for seq in range(first, first + 5):
+        hub.on_event(event(seq))
+    await ws.events(5)
+    after = await scrape(api)
+    assert after.value("events_delivered_total") - before.value("events_delivered_total") == 5
+    assert after.value("event_handovers_total") - before.value("event_handovers_total") == 1
+    ws.close()

@@ -45,6 +45,8 @@ class _Counted:
              ctx.events.published),
             ("events_delivered", "Event deliveries to subscribers in this process",
              ctx.hub.delivered),
+            ("event_handovers", "Hand-overs of events to subscribers, each written in one "
+             "send however many events it carries", ctx.hub.handed),
             ("slow_consumers_closed", "Connections dropped for not reading fast enough",
              ctx.connections.slow_consumers_closed),
         ]
