@@ -272,6 +272,8 @@ RATE_ROWS = [
     ("delivery latency p99 (ms)", lambda r: r["p99_ms"], 0, 1),
     ("delivery latency max (ms)", lambda r: r["max_ms"], 0, 1),
     ("server CPU per delivered event (µs)", lambda r: r["cpu_us_per_delivered"], 2, 1),
+    ("publishing request (ours: POST /api/v1/posts), p50 ms", lambda r: r["publish_p50_ms"], 0, 1),
+    ("publishing request, max ms", lambda r: r["publish_max_ms"], 0, 1),
     ("ours: events per write (events_delivered ÷ event_handovers)",
      lambda r: r["events_per_write"], 2, 1),
     ("events not delivered (of subscribers × published)", lambda r: r["undelivered"], 0, 1),

@@ -26,33 +26,47 @@ def event(seq: int, channel: str = "posts") -> dict:
             "created_at": "2026-01-01T00:00:00Z"}
 
 
+async def sessions_of(server, count: int) -> list:
+    """The server side of the WebSockets the test opened."""
+    await wait_until(lambda: len(server.ctx.connections.sockets) == count)
+    return list(server.ctx.connections.sockets)
+
+
 async def session_of(server):
-    """The server side of the one WebSocket the test opened."""
-    await wait_until(lambda: len(server.ctx.connections.sockets) == 1)
-    [session] = server.ctx.connections.sockets
+    [session] = await sessions_of(server, 1)
     return session
 
 
 @pytest.mark.gen_test
-async def test_a_burst_reaches_a_subscriber_in_order_each_once_in_one_write(server):
-    ws = await WsClient.connect(server.port)
-    await ws.subscribe(["posts"])
-    session = await session_of(server)
+async def test_a_burst_during_a_fan_out_reaches_everyone_in_order_each_once_in_few_writes(
+        server, monkeypatch):
+    # One subscriber per turn of the loop, so the first event's fan-out is still under way
+    # when the rest of the burst arrives, as with 15,000 subscribers and 500 per turn.
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    clients = [await WsClient.connect(server.port) for _ in range(3)]
+    for ws in clients:
+        await ws.subscribe(["posts"])
+    sessions = await sessions_of(server, 3)
     hub = server.ctx.hub
     first = hub.last_seq + 1
-    before = segments_sent(session.sock)
+    before = [segments_sent(session.sock) for session in sessions]
     handed, delivered = hub.handed, hub.delivered
     # Twenty events in one turn of the loop, as Redis or a read of the log brings them.
     for seq in range(first, first + 20):
         hub.on_event(event(seq))
-    received = await ws.events(20)
-    assert [e["seq"] for e in received] == list(range(first, first + 20))
-    assert hub.delivered - delivered == 20
-    assert hub.handed - handed == 1
-    # One send: the twenty frames left in one TCP segment, not twenty.
-    assert segments_sent(session.sock) - before == 1
-    assert await _nothing_more(ws)
-    ws.close()
+    for ws in clients:
+        received = await ws.events(20)
+        assert [e["seq"] for e in received] == list(range(first, first + 20))
+    assert hub.delivered - delivered == 60
+    # The one handed the first event at once gets the other 19 in its next turn; the two
+    # not reached yet get all 20 in theirs.
+    assert hub.handed - handed == 4
+    # One send per hand-over: 4 TCP segments in all, not 60.
+    sent = [segments_sent(session.sock) - b for session, b in zip(sessions, before)]
+    assert sum(sent) == 4, sent
+    for ws in clients:
+        assert await _nothing_more(ws)
+        ws.close()
 
 
 async def _nothing_more(ws, seconds: float = 0.3) -> bool:
@@ -132,8 +146,7 @@ async def test_an_event_during_a_pass_joins_the_turns_still_to_come(monkeypatch)
     monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 2)
     subscribers = [Recorder() for _ in range(5)]
     hub = hub_with(subscribers)
-    hub.on_event(event(1))
-    await asyncio.sleep(0)  # the first share (two subscribers) has it
+    hub.on_event(event(1))  # the first share (two subscribers) has it at once
     hub.on_event(event(2))
     hub.on_event(event(3))
     await until_handed_out(hub)
@@ -143,22 +156,11 @@ async def test_an_event_during_a_pass_joins_the_turns_still_to_come(monkeypatch)
 
 
 @pytest.mark.gen_test
-async def test_events_of_one_turn_are_handed_over_together():
-    subscribers = [Recorder() for _ in range(3)]
-    hub = hub_with(subscribers)
-    for seq in (1, 2, 3):
-        hub.on_event(event(seq))
-    await until_handed_out(hub)
-    assert [s.handovers for s in subscribers] == [[[1, 2, 3]]] * 3
-
-
-@pytest.mark.gen_test
 async def test_a_subscriber_that_joins_during_a_pass_gets_only_later_events(monkeypatch):
     monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
     early = [Recorder() for _ in range(3)]
     hub = hub_with(early)
     hub.on_event(event(1))
-    await asyncio.sleep(0)
     late = Recorder()
     hub.subscribe(late, ["posts"])
     hub.on_event(event(2))
@@ -173,7 +175,6 @@ async def test_a_subscriber_gone_during_a_pass_is_handed_nothing_more(monkeypatc
     subscribers = [Recorder() for _ in range(3)]
     hub = hub_with(subscribers)
     hub.on_event(event(1))
-    await asyncio.sleep(0)
     [gone] = [s for s in subscribers if s.handovers]  # the one handed event 1 so far
     hub.unsubscribe(gone, ["posts"])
     hub.on_event(event(2))
@@ -183,16 +184,21 @@ async def test_a_subscriber_gone_during_a_pass_is_handed_nothing_more(monkeypatc
 
 
 @pytest.mark.gen_test
-async def test_metrics_count_hand_overs_next_to_deliveries(api, server):
-    ws = await WsClient.connect(server.port)
-    await ws.subscribe(["posts"])
+async def test_metrics_count_hand_overs_next_to_deliveries(api, server, monkeypatch):
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    clients = [await WsClient.connect(server.port) for _ in range(2)]
+    for ws in clients:
+        await ws.subscribe(["posts"])
     before = await scrape(api)
     hub = server.ctx.hub
     first = hub.last_seq + 1
     for seq in range(first, first + 5):
         hub.on_event(event(seq))
-    await ws.events(5)
+    for ws in clients:
+        await ws.events(5)
     after = await scrape(api)
-    assert after.value("events_delivered_total") - before.value("events_delivered_total") == 5
-    assert after.value("event_handovers_total") - before.value("event_handovers_total") == 1
-    ws.close()
+    assert after.value("events_delivered_total") - before.value("events_delivered_total") == 10
+    # [1] then [2..5] to one, [1..5] to the other.
+    assert after.value("event_handovers_total") - before.value("event_handovers_total") == 3
+    for ws in clients:
+        ws.close()

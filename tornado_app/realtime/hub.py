@@ -15,7 +15,9 @@ pass, not once per subscriber and event.
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable, Sequence
 from itertools import islice
+from typing import Protocol
 
 from ..core.errors import ApiError
 from .record import Record
@@ -32,12 +34,24 @@ REPLAY_BATCH = 1000
 FANOUT_SHARE = 500
 
 
+class Subscriber(Protocol):
+    """What the hub delivers to: one connection's subscription (realtime.subscription.Subscription,
+    whatever the transport)."""
+
+    def deliver(self, records: Sequence[Record]) -> None:
+        """Takes events of its channels, in seq order (several when they were ready together,
+        to be written in one send); must not block or raise."""
+
+    def expire(self, epoch: str, oldest_seq: int) -> None:
+        """The log was replaced: every cursor is void, and the hub has dropped the subscriber."""
+
+
 class Hub:
     def __init__(self, event_log, memory: int = 20000):
         self.log = event_log
         self.last_seq = 0
         self.started = False
-        self.channels: dict[str, set] = {}
+        self.channels: dict[str, set[Subscriber]] = {}
         # The newest events, contiguous in seq, so most replays never touch the database.
         self.recent: deque[Record] = deque(maxlen=memory)
         self._ahead: dict[int, dict] = {}
@@ -47,8 +61,8 @@ class Hub:
         # it waits for: an event dispatched before its turn joins that turn, one dispatched
         # after it queues it again at the back. So every subscriber gets its events in order,
         # each once, and a new event reaches everyone within one pass.
-        self._pending: dict[object, list[Record] | tuple[Record]] = {}
-        self._turns: deque = deque()
+        self._pending: dict[Subscriber, list[Record] | tuple[Record]] = {}
+        self._turns: deque[Subscriber] = deque()
         self._handing_out = False
         self.delivered = 0  # events handed to subscribers (one per event and subscriber)
         self.handed = 0     # hand-overs: a subscriber's turn, one write for all its events
@@ -60,11 +74,11 @@ class Hub:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, subscriber, channels) -> None:
+    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         for name in channels:
             self.channels.setdefault(name, set()).add(subscriber)
 
-    def unsubscribe(self, subscriber, channels) -> None:
+    def unsubscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         for name in channels:
             subs = self.channels.get(name)
             if subs is not None:
@@ -156,10 +170,8 @@ class Hub:
                 else:
                     waiting.append(record)
         if not self._handing_out:
-            # Nothing under way: the first share goes out at the next turn of the loop, with
-            # every other event that arrives in this one (a burst from Redis or the log).
             self._handing_out = True
-            asyncio.get_running_loop().call_soon(self._hand_out)
+            self._hand_out()  # nothing under way: the first share goes out at once
 
     def pending_events(self) -> int:
         """Events (one per subscriber) dispatched but not yet handed over."""
@@ -264,7 +276,7 @@ class Hub:
         self._ahead.clear()
         self._pending.clear()
         self._turns.clear()
-        subscribers = set()
+        subscribers: set[Subscriber] = set()
         for subs in self.channels.values():
             subscribers.update(subs)
         self.channels = {}

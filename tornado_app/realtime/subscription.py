@@ -1,4 +1,5 @@
-"""One connection's subscriptions (WebSocket or SSE): its channels, their cursors, the replay seam.
+"""One connection's subscriptions (WebSocket, SSE or long-poll): its channels, their cursors, and
+the one replay-then-live handover every transport uses (`Subscription.add`).
 
 While a replay from the log runs, live events for the connection are queued; once the replay
 has sent everything up to the hub's position at subscribe time, the queue (all newer) follows.
@@ -9,20 +10,27 @@ Records go to the sink in lists (a fan-out turn's events, a replay page), which 
 writes in one send.
 """
 
+from collections.abc import Callable, Sequence
+
+from .hub import Hub
+from .record import Record
+
 REPLAY_PAGE = 1000
 
+Sink = Callable[[Sequence[Record]], None]  # writes records' prebuilt bytes, in one send
+OnExpired = Callable[[str, int], None]  # (epoch, oldest_seq): the log was replaced
 
-def _nowhere(records) -> None:
+
+def _nowhere(records: Sequence[Record]) -> None:
     pass
 
 
 class Subscription:
     __slots__ = ("hub", "sink", "channels", "queue", "on_expired")
 
-    def __init__(self, hub, sink, on_expired=None):
+    def __init__(self, hub: Hub, sink: Sink, on_expired: OnExpired | None = None):
         self.hub = hub
-        # sink(records): writes the records' prebuilt bytes to the client, in one send.
-        self.sink = sink
+        self.sink = sink  # sink(records): writes the records' prebuilt bytes, in one send
         # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
         self.on_expired = on_expired
         # Channel → its cursor: the seq up to which that channel's events are sent (or were
@@ -39,7 +47,7 @@ class Subscription:
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
-    def deliver(self, records) -> None:
+    def deliver(self, records: Sequence[Record]) -> None:
         """Records in seq order, from the hub."""
         if self.queue is not None:
             self.queue.extend(records)
@@ -61,40 +69,55 @@ class Subscription:
         if fresh:
             self.sink(fresh)
 
-    def add_live(self, channels: list[str]) -> None:
-        """Subscribes from now on (no replay)."""
+    def add_live(self, channels: list[str]) -> int:
+        """Subscribes from now on (no replay); returns the hub's position."""
         new = [name for name in channels if name not in self.channels]
         last_seq = self.hub.last_seq
         for name in new:
             self.channels[name] = last_seq
         self.hub.subscribe(self, new)
+        return last_seq
 
     async def add(self, channels: list[str], since: int | None, on_subscribed=None,
-                  epoch: str | None = None) -> None:
-        """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event."""
+                  epoch: str | None = None, limit: int | None = None) -> int:
+        """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event.
+
+        With `since`, the events after it are replayed from the log, then live ones follow: the
+        handover. `limit` is for a consumer that takes no more than that many events (a
+        long-poll's answer): the replay reads no more, and a replay that reaches it ends the
+        subscription. Returns the hub's position when live delivery began (the seam).
+        """
         hub = self.hub
         if since is not None:
             await hub.check_cursor(since, epoch)
         if on_subscribed is not None:
             on_subscribed()
         if since is None:
-            self.add_live(channels)
-            return
+            return self.add_live(channels)
         new = [name for name in channels if name not in self.channels]
+        # No `await` from here to `up_to = ...`: the hub must not dispatch an event between the
+        # subscription and the reading of its position, or that event would be neither queued
+        # (not yet subscribed) nor replayed (past `up_to`). Everything at or below `up_to` comes
+        # from the replay; everything above it reaches the queue.
         self.queue = []  # live events wait here (any channel's) until the replay is sent
         for name in new:
             self.channels[name] = since
         hub.subscribe(self, new)
         up_to = hub.last_seq
         try:
-            after = since
+            after, sent = since, 0
             while True:
-                page = await hub.replay(channels, after, up_to, limit=REPLAY_PAGE)
+                page_size = REPLAY_PAGE if limit is None else min(REPLAY_PAGE, limit - sent)
+                page = await hub.replay(channels, after, up_to, limit=page_size)
                 if self.queue is None:
-                    return  # closed during the replay
+                    return up_to  # closed during the replay
                 if page:
                     self.sink(page)  # a page in one send
-                if len(page) < REPLAY_PAGE:
+                sent += len(page)
+                if limit is not None and sent >= limit:
+                    self.close()  # the consumer is full: nothing more goes to it
+                    return up_to
+                if len(page) < page_size:
                     break
                 after = page[-1].seq
             for name in channels:
@@ -106,7 +129,14 @@ class Subscription:
         finally:
             queued, self.queue = self.queue, None
             if queued:
-                self.deliver(queued)
+                self.deliver(queued)  # dropped by the cursors if already replayed
+        return up_to
+
+    def retarget(self, sink: Sink, on_expired: OnExpired | None = None) -> None:
+        """Hands the live events to another consumer (a long-poll that leaves Tornado to wait),
+        with no moment without a subscription: nothing published meanwhile can be missed."""
+        self.sink = sink
+        self.on_expired = on_expired
 
     def remove(self, channels) -> None:
         present = [name for name in channels if name in self.channels]
