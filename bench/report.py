@@ -12,6 +12,8 @@ from . import machine
 from .config import ROOT
 from .stats import ratios, summary
 
+RATE_FULL = (15000, 20, 30)  # bench/rate.py FULL
+
 KB = 1024
 PEERS = ("tornado", "fastapi")
 LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn"}
@@ -326,8 +328,16 @@ def section_rate(data) -> list[str]:
             "CPU: user + system seconds of the server process from the first event to the "
             "last delivery, ÷ events delivered (for ours it includes storing each event). "
             "Waiting ends when every subscriber has every event, or nothing arrived for 10 s.",
-            "", f"Command: `{data['command']}`", "", *comparison(data, RATE_ROWS), "",
+            "", f"Command: `{rate_env(sizes)}{data['command']}`", "",
+            *comparison(data, RATE_ROWS), "",
             *rate_verdict(data), ""]
+
+
+def rate_env(sizes: dict) -> str:
+    """RATE_N=... etc. for the sizes that differ from the full ones."""
+    full = dict(zip(("n", "rate", "seconds"), RATE_FULL))
+    return "".join(f"RATE_{key.upper()}={value} " for key, value in sizes.items()
+                   if value != full.get(key))
 
 
 def rate_verdict(data) -> list[str]:
