@@ -336,8 +336,9 @@ def section_rate(data) -> list[str]:
 def rate_env(sizes: dict) -> str:
     """RATE_N=... etc. for the sizes that differ from the full ones."""
     full = dict(zip(("n", "rate", "seconds"), RATE_FULL))
-    return "".join(f"RATE_{key.upper()}={value} " for key, value in sizes.items()
-                   if value != full.get(key))
+    names = {"n": "RATE_N", "rate": "RATE_EVENTS", "seconds": "RATE_SECONDS"}
+    return "".join(f"{names[key]}={value} " for key, value in sizes.items()
+                   if key in names and value != full.get(key))
 
 
 def rate_verdict(data) -> list[str]:
