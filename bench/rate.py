@@ -90,8 +90,8 @@ def run(target, n: int, rate: int, seconds: int, mode) -> dict:
             out["held"] = held
             cpu = sum(procs.cpu_seconds(p) for p in pids)
             if target.is_ours:
-                handed = [metric(target.port, "events_delivered_total"),
-                          metric(target.port, "event_handovers_total")]
+                handed = [metric(target.port, "tornado_app_events_delivered_total"),
+                          metric(target.port, "tornado_app_event_handovers_total")]
             start = time.time()
             statuses: list = []
             # A server that cannot keep up answers ever later; requests it has not been sent
@@ -133,8 +133,8 @@ def run(target, n: int, rate: int, seconds: int, mode) -> dict:
             replies = fleet.command("timing", False)
             out["server_cpu_s"] = sum(procs.cpu_seconds(p) for p in pids) - cpu
             if target.is_ours:  # how many events each write carried, on average
-                events = metric(target.port, "events_delivered_total") - handed[0]
-                writes = metric(target.port, "event_handovers_total") - handed[1]
+                events = metric(target.port, "tornado_app_events_delivered_total") - handed[0]
+                writes = metric(target.port, "tornado_app_event_handovers_total") - handed[1]
                 out["events_per_write"] = events / writes if writes else None
             # The clients share the machine: if they fall behind, every latency grows with them.
             out["client_cpu_s"] = sum(r["cpu"] for r in replies) - sum(r["cpu"] for r in armed)

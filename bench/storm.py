@@ -47,7 +47,7 @@ def metric(port: int, name: str) -> float:
 
 
 def open_websockets(port: int) -> float:
-    return metric(port, "websocket_connections")
+    return metric(port, "tornado_app_websocket_connections")
 
 
 def run(target, n: int, mode) -> dict:

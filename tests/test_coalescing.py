@@ -197,8 +197,10 @@ async def test_metrics_count_hand_overs_next_to_deliveries(api, server, monkeypa
     for ws in clients:
         await ws.events(5)
     after = await scrape(api)
-    assert after.value("events_delivered_total") - before.value("events_delivered_total") == 10
+    delivered = "tornado_app_events_delivered_total"
+    assert after.value(delivered) - before.value(delivered) == 10
     # [1] then [2..5] to one, [1..5] to the other.
-    assert after.value("event_handovers_total") - before.value("event_handovers_total") == 3
+    handed = "tornado_app_event_handovers_total"
+    assert after.value(handed) - before.value(handed) == 3
     for ws in clients:
         ws.close()

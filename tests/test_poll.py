@@ -517,14 +517,14 @@ async def test_a_parked_answer_is_logged_and_counted_like_any_request(api, serve
     caplog.set_level(logging.INFO, logger="tornado_app.access")
     registry = server.ctx.metrics.registry
     labels = {"route": "realtime.poll", "method": "GET", "status": "200"}
-    before = registry.get_sample_value("http_requests_total", labels) or 0
+    before = registry.get_sample_value("tornado_app_http_requests_total", labels) or 0
     pending = asyncio.ensure_future(poll(api, "channels=posts&timeout=10",
                                          headers={"X-Request-ID": "parked-1"}))
     await wait_until_pending(server)
     await asyncio.sleep(0.2)
     await publish(server, "posts", 1)
     assert (await pending).code == 200
-    assert registry.get_sample_value("http_requests_total", labels) == before + 1
+    assert registry.get_sample_value("tornado_app_http_requests_total", labels) == before + 1
     (line,) = [r for r in caplog.records
                if r.name == "tornado_app.access" and r.request_id == "parked-1"]
     assert (line.method, line.path, line.route, line.status, line.user_id) == (

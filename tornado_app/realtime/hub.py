@@ -14,8 +14,9 @@ pass, not once per subscriber and event.
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Protocol
 
@@ -64,8 +65,16 @@ class Hub:
         self._pending: dict[Subscriber, list[Record] | tuple[Record]] = {}
         self._turns: deque[Subscriber] = deque()
         self._handing_out = False
+        # Turns queued and taken so far, and per event in hand (when it was dispatched, how
+        # many turns had been queued then): it has reached everyone once those are all taken.
+        self._queued = 0
+        self._taken = 0
+        self._marks: deque[tuple[float, int]] = deque()
         self.delivered = 0  # events handed to subscribers (one per event and subscriber)
         self.handed = 0     # hand-overs: a subscriber's turn, one write for all its events
+        # Hears how long each event took to reach every subscriber here (seconds), once per
+        # event (metrics).
+        self.on_fanout: Callable[[float], None] | None = None
 
     async def start(self) -> None:
         if not self.started:
@@ -153,6 +162,7 @@ class Hub:
         # through its replay.
         pending = self._pending
         turns = self._turns
+        before = len(turns)
         if not pending:
             # Nothing waiting (the usual case): built in C, one tuple shared by everyone.
             pending.update(dict.fromkeys(subscribers, (record,)))
@@ -169,6 +179,8 @@ class Hub:
                     pending[subscriber] = [*waiting, record]
                 else:
                     waiting.append(record)
+        self._queued += len(turns) - before
+        self._marks.append((time.perf_counter(), self._queued))
         if not self._handing_out:
             self._handing_out = True
             self._hand_out()  # nothing under way: the first share goes out at once
@@ -190,6 +202,12 @@ class Hub:
                 log.exception("delivery to a subscriber failed")
             self.delivered += len(records)
         self.handed += share
+        self._taken += share
+        marks = self._marks
+        while marks and marks[0][1] <= self._taken:
+            dispatched, _ = marks.popleft()
+            if self.on_fanout is not None:
+                self.on_fanout(time.perf_counter() - dispatched)
         if turns:
             asyncio.get_running_loop().call_soon(self._hand_out)
         else:
@@ -276,6 +294,8 @@ class Hub:
         self._ahead.clear()
         self._pending.clear()
         self._turns.clear()
+        self._marks.clear()
+        self._taken = self._queued
         subscribers: set[Subscriber] = set()
         for subs in self.channels.values():
             subscribers.update(subs)
