@@ -16,7 +16,8 @@ RATE_FULL = (15000, 20, 30)  # bench/rate.py FULL
 
 KB = 1024
 PEERS = ("tornado", "fastapi")
-LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn"}
+LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn",
+          "before": "before (another checkout)"}
 
 
 def report_path(mode):
@@ -301,7 +302,10 @@ def section_storm(data) -> list[str]:
             "the kernel's TcpExtListenOverflows counter over the reconnect (per network "
             "namespace: anything else overflowing a queue meanwhile counts too).", "",
             "Kernel settings: " + ", ".join(f"`{k}` = {v}" for k, v in settings.items()), "",
-            f"Command: `{data['command']}`", "", *_single(data, "ours", STORM_ROWS), "",
+            f"Command: `{'STORM_BEFORE=' + data['before'] + ' ' if data.get('before') else ''}"
+            f"{data['command']}`", "",
+            *(comparison(data, STORM_ROWS, targets=("before", "ours")) if data.get("before")
+              else _single(data, "ours", STORM_ROWS)), "",
             *storm_verdict(data), ""]
 
 

@@ -106,11 +106,16 @@ def run(target, n: int, mode) -> dict:
 
 def measure(stack, mode) -> dict:
     n = N_FULL if mode.name == "full" else N_QUICK
-    target = Ours(stack)
-    runs = [{"ours": cli.attempt(f"storm run {i + 1}", run, target, n, mode)}
-            for i in range(mode.runs)]
-    return {"runs": runs, "targets": {"ours": target.label}, "tcp_settings": netstat.settings(),
-            "missed": MISSED}
+    targets = [Ours(stack)]
+    # STORM_BEFORE=PATH: another checkout of the server (e.g. before this change), run by turns
+    # with this one.
+    before = os.environ.get("STORM_BEFORE")
+    if before:
+        targets.insert(0, Ours(stack, root=before, name="before"))
+    runs = [{t.name: cli.attempt(f"storm run {i + 1} {t.name}", run, t, n, mode)
+             for t in targets} for i in range(mode.runs)]
+    return {"runs": runs, "targets": {t.name: t.label for t in targets},
+            "tcp_settings": netstat.settings(), "missed": MISSED, "before": before}
 
 
 if __name__ == "__main__":
