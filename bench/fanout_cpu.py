@@ -88,7 +88,7 @@ async def measure(subscribers: int, runs: int, metrics: str = "none") -> list[fl
                  "created_at": "2026-11-22T00:00:00Z"}
         start = time.perf_counter()
         hub.on_event(event)
-        while hub._outbox:  # the shares of later turns
+        while hub._turns:  # the shares of later turns
             await asyncio.sleep(0)
         timings.append(time.perf_counter() - start)
     return timings

@@ -159,7 +159,10 @@ class Fleet:
     """`total` connections of one kind ("ws" or "poll") spread over client processes."""
 
     def __init__(self, kind: str, total: int, host: str, port: int, path: str,
-                 token: str | None = None, per_process: int = 5000):
+                 token: str | None = None, per_process: int = 5000, worker=None,
+                 extra: dict | None = None):
+        """`worker(conn, spec)`: the client processes' main (default: `worker_main`); `extra`
+        goes into every process's spec."""
         nprocs = max(2, math.ceil(total / per_process))
         ctx = mp.get_context("spawn")
         self.conns, self.processes = [], []
@@ -168,9 +171,9 @@ class Fleet:
             count = total // nprocs + (1 if i < total % nprocs else 0)
             spec = {"kind": kind, "host": host, "port": port, "path": path, "token": token,
                     "count": count, "source": procs.next_source_address(),
-                    "in_flight": max(8, TOTAL_IN_FLIGHT // nprocs)}
+                    "in_flight": max(8, TOTAL_IN_FLIGHT // nprocs), **(extra or {})}
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
+            process = ctx.Process(target=worker or worker_main, args=(child, spec), daemon=True)
             process.start()
             self.conns.append(parent)
             self.processes.append(process)

@@ -11,7 +11,7 @@ from bson.errors import InvalidId
 from pymongo import AsyncMongoClient
 from tornado import web, websocket
 
-from bench.peers.common import EVENT, post_json
+from bench.peers.common import post_json, titled_event
 
 SOCKETS: set = set()
 POLLS: set = set()
@@ -55,13 +55,14 @@ class Poll(web.RequestHandler):
 
 class Broadcast(web.RequestHandler):
     def post(self):
+        event = titled_event(self.request.body)
         sockets, polls = list(SOCKETS), list(POLLS)
         POLLS.clear()
         for sock in sockets:
-            sock.write_message(EVENT)
+            sock.write_message(event)
         for waiting in polls:
             if not waiting.done():
-                waiting.set_result(EVENT)
+                waiting.set_result(event)
         self.write({"sockets": len(sockets), "polls": len(polls)})
 
 

@@ -29,7 +29,7 @@ class EventSession(WebSocketConnection):
         self.user = user
         self.family = claims.fam if claims is not None else None
         self.expires = claims.exp if claims is not None else None
-        self.subscription = Subscription(ctx.hub, self.send_record, self._log_replaced)
+        self.subscription = Subscription(ctx.hub, self.send_records, self._log_replaced)
         self._tokens = 2 * settings.ws_max_messages_per_second
         self._refilled = time.monotonic()
         self._dropped = 0
@@ -63,8 +63,12 @@ class EventSession(WebSocketConnection):
 
     # --- server → client ---------------------------------------------------------------------
 
-    def send_record(self, record) -> None:
-        self.write(record.frame)
+    def send_records(self, records) -> None:
+        """Every record its own frame, all of them in one send."""
+        if len(records) == 1:
+            self.write(records[0].frame)
+        else:
+            self.write(b"".join([record.frame for record in records]))
 
     def _send(self, payload: dict) -> None:
         self.write(server_frame(OP_TEXT, json.dumps(

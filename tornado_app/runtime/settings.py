@@ -11,6 +11,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from .listen import default_backlog
+
 _ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
@@ -85,6 +87,10 @@ class Settings(BaseSettings):
     # Open connections per process before new ones are refused with 503; by default what the
     # open-files limit leaves room for.
     max_connections: int = Field(default_factory=lambda: _default_max_connections(), ge=1)
+    # Connections the kernel may hold, handshake done, until the server accepts them: room for
+    # every client reconnecting at once after a deploy. Past the system's maximum for one socket
+    # (net.core.somaxconn) it is spread over several sockets on the port (runtime/listen.py).
+    listen_backlog: int = Field(default_factory=lambda: default_backlog(), ge=1, le=1 << 20)
     ws_max_messages_per_second: float = Field(50.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")

@@ -8,7 +8,8 @@ from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from .tornado_private import put_back, request_context, server_connections
+from ..runtime.listen import ACCEPTS_PER_TURN, add_accept_handler
+from .tornado_private import accept_callback, add_listener, put_back, request_context, server_connections
 
 
 def _refusal() -> bytes:
@@ -43,6 +44,14 @@ class CappedHTTPServer(HTTPServer):
         # So do connections lent to parked long-polls (tornado_app/realtime/transports/parked_poll.py).
         self.parked_polls = parked_polls
         self.refused = 0
+
+    def add_sockets(self, sockets) -> None:
+        # TCPServer.add_sockets, with a bounded number of accepts per turn of the loop.
+        sockets = list(sockets)
+        per_turn = max(1, ACCEPTS_PER_TURN // len(sockets)) if sockets else 1
+        for sock in sockets:
+            add_listener(self, sock,
+                         add_accept_handler(sock, accept_callback(self), per_turn))
 
     def open_connections(self) -> int:
         return len(server_connections(self)) + len(self.open_websockets) + self.parked_polls.sockets_held

@@ -17,7 +17,7 @@ import dis
 from dataclasses import dataclass
 
 import tornado
-from tornado import http1connection, httpserver, iostream, web
+from tornado import http1connection, httpserver, iostream, tcpserver, web
 
 TESTED_ON = "6.6"  # the minor version the test suite ran on; setup.cfg pins tornado>=6.6,<6.7
 
@@ -46,6 +46,9 @@ _Conn, _Handler = http1connection.HTTP1Connection, web.RequestHandler
 NEEDED = (
     Need(httpserver, "_HTTPRequestContext", "class"),
     Need(_HTTPServer, "_connections", "attribute", set_in="initialize"),
+    Need(tcpserver.TCPServer, "_sockets", "attribute"),
+    Need(tcpserver.TCPServer, "_handlers", "attribute"),
+    Need(tcpserver.TCPServer, "_handle_connection", "method"),
     Need(_Stream, "_read_buffer", "attribute"),
     Need(_Stream, "_read_buffer_size", "attribute"),
     Need(_Stream, "_write_buffer", "attribute"),
@@ -116,6 +119,18 @@ def request_context(stream, address, protocol, trusted_downstream):
 def server_connections(server) -> set:
     """The HTTP connections an HTTPServer holds (the live set: add, discard, len)."""
     return server._connections
+
+
+def accept_callback(server):
+    """TCPServer's callback for an accepted (connection, address): wraps it in an IOStream."""
+    return server._handle_connection
+
+
+def add_listener(server, sock, remove_handler) -> None:
+    """What TCPServer.add_sockets records of one listening socket (so stop() closes it and
+    removes its accept handler), for a server that installs its own accept handler."""
+    server._sockets[sock.fileno()] = sock
+    server._handlers[sock.fileno()] = remove_handler
 
 
 def keeps_alive(connection) -> bool:

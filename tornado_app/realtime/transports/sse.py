@@ -52,7 +52,7 @@ class StreamHandler(BaseHandler):
             self.finish()  # what a GET would answer with, without the stream
             return
         self._done = asyncio.get_running_loop().create_future()
-        self.subscription = Subscription(hub, self._send_record, self._log_replaced)
+        self.subscription = Subscription(hub, self._send_records, self._log_replaced)
         self.ctx.connections.streams.add(self)
         if self.user is not None and disallowed(None, channels)[1]:
             # Private channels: the stream lasts only as long as the right to read them.
@@ -77,8 +77,10 @@ class StreamHandler(BaseHandler):
         if not finished(self):
             self.finish()
 
-    def _send_record(self, record) -> None:
-        self._write(record.sse)
+    def _send_records(self, records) -> None:
+        # One write and one flush: one send for every message handed over together.
+        self._write(records[0].sse if len(records) == 1
+                    else b"".join([record.sse for record in records]))
 
     def _log_replaced(self, epoch: str, oldest_seq: int) -> None:
         error = {"code": "cursor_expired", "message": "the event log was replaced: reload your "
