@@ -48,6 +48,19 @@ class Deflate:
         return length <= 1 << self.server_bits
 
 
+# One Deflate per distinct set of parameters, shared by every connection that agreed to it: a
+# handful of combinations exist, so a compressed connection costs a reference, not an object.
+_AGREED: dict[tuple, Deflate] = {}
+
+
+def _agreed(server_bits: int, client_bits: int, client_context: bool) -> Deflate:
+    key = (server_bits, client_bits, client_context)
+    deflate = _AGREED.get(key)
+    if deflate is None:
+        deflate = _AGREED[key] = Deflate(*key)
+    return deflate
+
+
 class Declined(ValueError):
     """An offer we do not accept (§7.1: unknown, duplicate or invalid parameters)."""
 
@@ -107,7 +120,7 @@ def _accept(params: dict) -> tuple[Deflate, str]:
         answer.append(f"server_max_window_bits={server_bits}")
     if "client_max_window_bits" in params:
         answer.append(f"client_max_window_bits={client_bits}")
-    return Deflate(server_bits, client_bits, client_context), "; ".join(answer)
+    return _agreed(server_bits, client_bits, client_context), "; ".join(answer)
 
 
 def negotiate(header_values: list[str]) -> tuple[Deflate | None, str | None]:
