@@ -227,3 +227,42 @@ class TestBomb:
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1009
+
+
+# --- one compression per event (pure pieces) ---------------------------------------------------
+
+def _record(content: str):
+    from tornado_app.realtime.record import Record
+    return Record({"seq": 1, "channel": "posts", "type": "post.created",
+                   "data": {"content": content}})
+
+
+def _inflate(frame: bytes, bits: int) -> bytes:
+    assert frame[0] & 0x40  # RSV1
+    length = frame[1] & 0x7F
+    head = 2 if length < 126 else 4
+    return zlib.decompressobj(-bits).decompress(frame[head:] + TAIL)
+
+
+def test_every_compressed_subscriber_gets_the_same_bytes():
+    record = _record("the same words again and again " * 10)
+    first, _ = negotiate(["permessage-deflate"])
+    second, _ = negotiate(["permessage-deflate; client_no_context_takeover"])
+    assert record.frame_for(first) is record.frame_for(second)
+    assert _inflate(record.frame_for(first), 15) == record.frame[4:]
+
+
+def test_a_peer_with_a_small_window_gets_an_event_longer_than_it_deflated_for_that_window():
+    record = _record("".join(f"{n:x} words " for n in range(200)))
+    small, _ = negotiate(["permessage-deflate; server_max_window_bits=9"])
+    full, _ = negotiate(["permessage-deflate"])
+    frame = record.frame_for(small)
+    assert frame is not record.frame_for(full)
+    assert _inflate(frame, 9) == record.frame[4:]
+
+
+def test_an_event_shorter_than_a_small_window_shares_the_full_window_frame():
+    record = _record("short and short and short")
+    small, _ = negotiate(["permessage-deflate; server_max_window_bits=9"])
+    full, _ = negotiate(["permessage-deflate"])
+    assert record.frame_for(small) is record.frame_for(full)

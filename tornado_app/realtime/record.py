@@ -54,9 +54,7 @@ class Record:
         frame = frames.get(bits)
         if frame is None:
             compressed = deflate_message(_EVENT_HEAD + self.json + _EVENT_TAIL, bits)
-            # A tiny event may not shrink: then the plain frame (RSV1 is set per message).
-            frame = frames[bits] = (server_frame(OP_TEXT, compressed, RSV1)
-                                    if len(compressed) < length else self.frame)
+            frame = frames[bits] = server_frame(OP_TEXT, compressed, RSV1)
         return frame
 
     @property
