@@ -13,7 +13,8 @@ def _dumps(value) -> bytes:
 
 
 class Record:
-    __slots__ = ("seq", "channel", "event", "_json", "_frame", "_deflated", "_sse")
+    __slots__ = ("seq", "channel", "event", "_json", "_frame", "_deflated", "_small_windows",
+                 "_sse")
 
     def __init__(self, event: dict):
         self.seq = event["seq"]
@@ -21,7 +22,8 @@ class Record:
         self.event = event
         self._json = None
         self._frame = None
-        self._deflated = None  # {window bits: frame}, made at the first subscriber that wants it
+        self._deflated = None  # the compressed frame, made for the first subscriber that wants it
+        self._small_windows = None  # {window bits: frame}, for peers that asked for less
         self._sse = None
 
     @property
@@ -47,15 +49,22 @@ class Record:
         if deflate is None:
             return self.frame
         length = len(self.json) + len(_EVENT_HEAD) + len(_EVENT_TAIL)
-        bits = 15 if deflate.fits_shared(length) else deflate.server_bits
-        frames = self._deflated
+        if deflate.fits_shared(length):
+            if self._deflated is None:
+                self._deflated = self._compress(15)
+            return self._deflated
+        bits = deflate.server_bits
+        frames = self._small_windows
         if frames is None:
-            self._deflated = frames = {}
+            self._small_windows = frames = {}
         frame = frames.get(bits)
         if frame is None:
-            compressed = deflate_message(_EVENT_HEAD + self.json + _EVENT_TAIL, bits)
-            frame = frames[bits] = server_frame(OP_TEXT, compressed, RSV1)
+            frame = frames[bits] = self._compress(bits)
         return frame
+
+    def _compress(self, bits: int) -> bytes:
+        return server_frame(OP_TEXT, deflate_message(_EVENT_HEAD + self.json + _EVENT_TAIL, bits),
+                            RSV1)
 
     @property
     def sse(self) -> bytes:
