@@ -550,6 +550,9 @@ def write(mode):
         out += section_writes(results["writes"])
     if "deflate" in results and "runs" in results["deflate"]:
         out += section_deflate(results["deflate"])
+    if "autobahn" in results:
+        from .autobahn import section as section_autobahn  # it imports cli, which imports us
+        out += section_autobahn(results["autobahn"])
     out += ["## One million connections, on paper", "", *extrapolation(results), ""]
     out += ["## Errors and notes", "", *problems(results), "",
             f"The raw results of every run are in `{mode.results_dir.relative_to(ROOT)}/*.json` "
