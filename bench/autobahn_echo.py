@@ -66,10 +66,13 @@ async def main(port: int, compression: bool = True) -> None:
     listener.bind(("127.0.0.1", port))
     listener.listen(128)
     listener.setblocking(False)
-    while True:
-        sock, _ = await loop.sock_accept(listener)
-        sock.setblocking(False)
-        loop.create_task(_serve(sock, compression))
+    try:
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            sock.setblocking(False)
+            loop.create_task(_serve(sock, compression))
+    finally:
+        listener.close()
 
 
 if __name__ == "__main__":
