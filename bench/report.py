@@ -245,6 +245,14 @@ def section_deflate(data) -> list[str]:
                  per_run(data, "ours-plain", lambda r: r["bytes_per_conn"]))]
     lines += ["", "Memory a compressed subscriber costs over a plain one (KB, ours-deflate − "
               "ours-plain per run; the target is ≤ 3): " + cell(extra, 2) + ".", ""]
+    cpu = data.get("fanout_cpu") or {}
+    if cpu.get("plain"):
+        lines += [f"Ours' fan-out in-process (`bench/fanout_cpu.py`: the real hub and sessions, "
+                  f"sockets that send nothing; {cpu['subscribers']:,} subscribers, the same "
+                  "event; ms, median of 15 events per run): plain sessions "
+                  f"{cell(cpu['plain'], 2)}, compressed sessions {cell(cpu['deflate'], 2)}; "
+                  "compressed/plain per run: " + ratio_cell(cpu["deflate"], cpu["plain"]) + ".",
+                  ""]
     return lines
 
 
