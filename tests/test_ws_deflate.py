@@ -92,6 +92,11 @@ def test_offers_declined_per_rfc_7692(value):
     assert negotiate([value]) == (None, None)
 
 
+def test_a_full_server_window_asked_for_is_answered():
+    _, answer = negotiate(["permessage-deflate; server_max_window_bits=15"])
+    assert answer == "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"
+
+
 def test_a_quoted_window_size_is_a_value():
     deflate, answer = negotiate(['permessage-deflate; server_max_window_bits="9"'])
     assert deflate.server_bits == 9 and answer.endswith("server_max_window_bits=9")

@@ -115,8 +115,8 @@ def _accept(params: dict) -> tuple[Deflate, str]:
             client_bits = min(CLIENT_WINDOW_BITS, _bits(value) if value is not None else 15)
         else:
             raise Declined(f"unknown parameter {key}")
-    if server_bits < 15:
-        # §7.1.2.1: the server answers the value it will use, no greater than the offer's.
+    if "server_max_window_bits" in params:
+        # §7.1.2.1: accepting it means answering it, with the value we will keep to.
         answer.append(f"server_max_window_bits={server_bits}")
     if "client_max_window_bits" in params:
         answer.append(f"client_max_window_bits={client_bits}")
