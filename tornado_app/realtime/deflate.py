@@ -109,9 +109,7 @@ def _accept(params: dict) -> tuple[Deflate, str]:
             answer.append("client_no_context_takeover")
         elif key == "server_max_window_bits":
             server_bits = _bits(value)
-        elif key == "client_max_window_bits":
-            if value is not None:
-                _bits(value)
+        elif key == "client_max_window_bits":  # a value is optional here (§7.1.2.2)
             client_bits = min(CLIENT_WINDOW_BITS, _bits(value) if value is not None else 15)
         else:
             raise Declined(f"unknown parameter {key}")
