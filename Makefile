@@ -4,13 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint ferretdb test-tools setup clean bench bench-quick bench-tools
+.PHONY: run test test-unit lint ferretdb test-tools setup clean bench bench-quick bench-tools
 
 run: $(STAMP) ferretdb
 	$(PY) run.py
 
 test: $(STAMP) ferretdb test-tools lint
 	$(PY) -m pytest
+
+# The pure pieces alone, no database or server: the edit-test loop. The plugins of the suite's
+# HTTP fuzzing (schemathesis, hypothesis) are left out: importing them is most of the startup.
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q -p no:schemathesis -p no:hypothesispytest -p no:anyio
 
 lint: $(STAMP)
 	$(PY) -m flake8 tornado_app handlers tests run.py

@@ -152,6 +152,8 @@ def cmd_serve(args, settings) -> None:
                         lambda sockets: serve(settings, uri, is_ferretdb, jwt_secret, sockets),
                         on_other_exit)
         else:
+            from tornado_app.runtime.metrics_multiprocess import in_process
+            in_process()  # one process: no metrics files, whatever PROMETHEUS_MULTIPROC_DIR says
             asyncio.run(serve(settings, uri, is_ferretdb, jwt_secret, embedded=embedded))
 
 

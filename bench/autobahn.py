@@ -1,7 +1,7 @@
 """Scenario autobahn: every permessage-deflate case of the Autobahn TestSuite (12.* and 13.*,
 216 cases, 1,000 messages of up to 128 KB each) against our frame layer, driven by `kosoku`.
 
-Too slow for `make test` on this machine (about 11 minutes for the 216 cases, two at a time,
+Too slow for `make test` on this machine (about 12 minutes for the 216 cases, four at a time,
 under other load), so `make test` runs the cases up to 8 KB and this runs them all, with the
 verdicts and the time in BENCHMARKS.md.
 

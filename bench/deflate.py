@@ -81,7 +81,7 @@ def fanout_in_process(subscribers: int, runs: int) -> dict:
     out = {"plain": [], "deflate": [], "subscribers": subscribers}
     for _ in range(runs):
         for name, params in (("plain", None), ("deflate", deflate)):
-            timings = asyncio.run(fanout_cpu.measure(subscribers, 15, params, data))
+            timings = asyncio.run(fanout_cpu.measure(subscribers, 15, deflate=params, data=data))
             out[name].append(statistics.median(timings) * 1000)
     return out
 

@@ -12,6 +12,10 @@ from handlers.base import BaseHandler
 
 class EventsSocket(BaseHandler):
     route_name = "realtime.ws"
+    # What runs on the socket once it is upgraded. The Autobahn suite (tests/test_autobahn.py)
+    # mounts a subclass with an echo session, so the protocol is tested through this same
+    # upgrade; no echo endpoint exists in the app itself.
+    session_class = EventSession
 
     @operation(summary="WebSocket: subscribe to channels and receive events",
                description="Upgrade with `Upgrade: websocket`. Client ops: subscribe (channels, "
@@ -53,7 +57,7 @@ class EventsSocket(BaseHandler):
         return self.get_query_argument("access_token", None)
 
     def _upgrade(self, key: str, claims) -> None:
-        """Answers 101 and hands the socket to an EventSession; Tornado is done with it."""
+        """Answers 101 and hands the socket to the session; Tornado is done with it."""
         deflate, extensions = None, b""
         if self.ctx.settings.ws_compression:
             deflate, answer = negotiate(self.request.headers.get_list("Sec-WebSocket-Extensions"))
@@ -65,4 +69,4 @@ class EventsSocket(BaseHandler):
         self.set_status(101)
         self.application.log_request(self)
         sock, received = take_socket(self)
-        EventSession(sock, self.ctx, self.user, claims, deflate).start(handshake, received)
+        self.session_class(sock, self.ctx, self.user, claims, deflate).start(handshake, received)
