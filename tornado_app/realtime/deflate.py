@@ -35,10 +35,11 @@ _LEVEL = 6
 class Deflate:
     """The agreed parameters of one connection (its `deflate` slot; None: not negotiated)."""
 
-    __slots__ = ("server_bits", "client_bits", "client_context")
+    __slots__ = ("server_bits", "client_bits", "client_context", "full_window")
 
     def __init__(self, server_bits: int, client_bits: int, client_context: bool):
         self.server_bits = server_bits        # our window: at most 2 ** server_bits back
+        self.full_window = server_bits == 15  # any message may share the full-window frame
         self.client_bits = client_bits        # the client's window
         self.client_context = client_context  # the client may refer to earlier messages
 

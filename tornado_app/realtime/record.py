@@ -48,6 +48,9 @@ class Record:
         a peer's window cannot refer past it, so the full-window frame fits it too."""
         if deflate is None:
             return self.frame
+        frame = self._deflated
+        if frame is not None and deflate.full_window:
+            return frame  # nearly every subscriber after the first: one check, no arithmetic
         length = len(self.json) + len(_EVENT_HEAD) + len(_EVENT_TAIL)
         if deflate.fits_shared(length):
             if self._deflated is None:

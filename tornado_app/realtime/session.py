@@ -71,7 +71,8 @@ class EventSession(WebSocketConnection):
 
     def send_record(self, record) -> None:
         # The same bytes for every subscriber with the same choice: compressed or plain.
-        self.write(record.frame_for(self.deflate))
+        deflate = self.deflate
+        self.write(record.frame if deflate is None else record.frame_for(deflate))
 
     def _send(self, payload: dict) -> None:
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
