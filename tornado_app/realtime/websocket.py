@@ -15,7 +15,11 @@ import socket
 import struct
 import zlib
 
-from tornado.util import _websocket_mask  # Tornado's C unmasking, when built
+try:  # Tornado's C unmasking (public in its extension module; tornado.util's name is private)
+    from tornado.speedups import websocket_mask as _websocket_mask
+except ImportError:  # a Tornado built without its extension
+    def _websocket_mask(mask: bytes, data: bytes) -> bytes:
+        return unmask_python(mask, data)
 
 from .deflate import TooBig, deflate_message, inflate_message, next_history
 
@@ -30,6 +34,13 @@ PING_FRAME = b"\x89\x00"  # an empty ping, the same bytes for every connection
 PING_SLACK = 0.95  # of the ping interval, for timer jitter
 
 OPEN, CLOSE_SENT, FLUSH_THEN_CLOSE, CLOSED = range(4)
+
+
+def unmask_python(mask: bytes, data: bytes) -> bytes:
+    """§5.3 unmasking as one XOR of two big integers (what tornado.util falls back to, too)."""
+    size = len(data)
+    key = int.from_bytes((mask * (size // 4 + 1))[:size], "little")
+    return (int.from_bytes(data, "little") ^ key).to_bytes(size, "little")
 
 
 def accept_key(key: str) -> str:

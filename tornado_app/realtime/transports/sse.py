@@ -9,6 +9,7 @@ from tornado_app.realtime.channels import disallowed
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
 from tornado_app.core.wire import MAX_INT, parse_decimal
+from tornado_app.web.tornado_private import finished, pending_output
 
 from handlers.base import BaseHandler
 
@@ -73,7 +74,7 @@ class StreamHandler(BaseHandler):
         finally:
             # However the stream ends (a failed replay included), it leaves the gauge and the hub.
             self._cleanup()
-        if not self._finished:
+        if not finished(self):
             self.finish()
 
     def _send_record(self, record) -> None:
@@ -110,13 +111,11 @@ class StreamHandler(BaseHandler):
         self._write(b": keep-alive\n\n")
 
     def _write(self, data: bytes) -> None:
-        if self._finished or self.request.connection.stream.closed():
+        if finished(self) or self.request.connection.stream.closed():
             return
         self.write(data)
         self.flush()
-        # IOStream's `_write_buffer`: private, but stable across Tornado 6.
-        if len(self.request.connection.stream._write_buffer) > \
-                self.ctx.settings.ws_max_pending_bytes:
+        if pending_output(self.request.connection.stream) > self.ctx.settings.ws_max_pending_bytes:
             self.ctx.connections.slow_consumers_closed += 1
             self.request.connection.stream.close()
             self.end()
