@@ -21,7 +21,7 @@ from tornado_app.runtime.settings import load_settings
 # subprocesses, which inherit this).
 os.environ["ENV_FILE"] = ""
 
-# pytest-tornado's IOLoop per test is made by the same policy as the server's (run.py).
+# pytest-tornado's IOLoop per test is made by the same policy as the server's (tornado_app/cli.py).
 EVENT_LOOP = eventloop.install()
 
 JWT_SECRET = "test-secret-" + "x" * 40

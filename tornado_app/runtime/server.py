@@ -28,7 +28,7 @@ class Server:
     def __init__(self, settings: Settings, mongodb_uri: str, jwt_secret: str,
                  is_ferretdb: bool | None = None, embedded=None):
         self.settings = settings
-        # The embedded FerretDB this process started (run.py), which it restarts if it dies.
+        # The embedded FerretDB this process started (cli.py), which it restarts if it dies.
         self.embedded = embedded
         self.mongodb_uri = mongodb_uri
         self.jwt_secret = jwt_secret
