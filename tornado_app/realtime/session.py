@@ -178,9 +178,12 @@ class EventSession(WebSocketConnection):
                 log.exception("WebSocket message failed")
                 self._error("internal_error", "internal server error", ref)
         finally:
-            if self._held is not None:  # an ack with nothing after it
-                held, self._held = self._held, None
-                self.write(held)
+            self._release_held()
+
+    def _release_held(self) -> None:
+        if self._held is not None:  # an ack with nothing after it
+            held, self._held = self._held, None
+            self.write(held)
 
     def _op_failed(self, error: ApiError, ref) -> None:
         extra = {}
@@ -253,8 +256,12 @@ class EventSession(WebSocketConnection):
             self._send(ack)
             self.subscription.add_live(channels)
             return None
-        # The ack waits for the replay's first page (from the hub's memory: no await in
-        # between) so both leave in one send: in a reconnect storm of 15,000 resuming
-        # WebSockets that is one send syscall (and one client wake-up) fewer per connection.
+        # The ack waits for the replay's first page so both leave in one send: in a reconnect
+        # storm of 15,000 resuming WebSockets, one send syscall (and one client wake-up) fewer
+        # per connection.
+        if self.subscription.add_recent(channels, since, lambda: self._hold(ack),
+                                        epoch) is not None:
+            self._release_held()
+            return None
         return self._guarded(
             self.subscription.add(channels, since, lambda: self._hold(ack), epoch), ref)
