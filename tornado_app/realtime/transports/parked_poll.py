@@ -17,8 +17,12 @@ from collections import deque
 from dataclasses import dataclass
 
 from ...runtime.logs import access_log, log_access
+from ...runtime.metrics import Metrics
 from ..channels import disallowed
+from ..connections import Connections
 from ..deadlines import Deadlines
+from ..grants import GrantCheck
+from ..hub import Hub
 
 POLL_MAX_EVENTS = 100
 ROUTE = "realtime.poll"
@@ -98,12 +102,12 @@ class PollParking:
     """Every parked long-poll of this process: parks them, answers them, times them out, and
     hands their connections back to the HTTP server."""
 
-    def __init__(self, hub, connections, metrics):
+    def __init__(self, hub: Hub, connections: Connections, metrics: Metrics):
         self.hub = hub
         self.connections = connections
         self.metrics = metrics
         self.server = None  # the CappedHTTPServer connections go back to; set by start()
-        self.grants = None  # realtime.grants.GrantCheck, set by the context
+        self.grants: GrantCheck | None = None  # set by the context (web/context.py)
         # Connections taken out of the HTTP server and not yet given back or closed: they still
         # count toward its connection cap.
         self.sockets_held = 0
