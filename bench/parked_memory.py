@@ -6,12 +6,12 @@ with a `since`, an empty replay), then `PollParking.park` with a TakenRequest. t
 counts what is allocated from the first Subscription to the last park, divided by N, and lists
 the lines that allocated most.
 
-Every poll parks on the same socket (N sockets would not fit the descriptor limit): the loop's
-registration of a socket, the socket object and its kernel buffers are left out, and they are
-the same whatever a poll holds. So the figure is the poll's own objects: the parked poll, its
-subscription, channel cursors, collected records, callbacks, its place in the hub, the deadline
-queue and the set of open connections. The head of each answer is built per poll (it carries
-the request id), as the handler builds it.
+Every poll parks on the same socket (N sockets would not fit the descriptor limit), so the
+socket, its kernel buffers and the loop's registration of it are not counted per poll (they are
+the same whatever a poll holds). The figure is the poll's own objects: the parked poll, its
+subscription, channel cursors, collected records, callbacks, its places in the hub, the
+deadline queue and the set of open connections, and the head of its answer (built per poll, as
+the handler builds it: it carries the request id).
 """
 
 import asyncio
