@@ -205,6 +205,60 @@ def _single(data, target, rows) -> list[str]:
     return lines
 
 
+DEFLATE_LABELS = {"ours-plain": "ours, plain clients", "ours-deflate": "ours, deflate clients",
+                  "tornado-deflate": "bare Tornado, compression on",
+                  "websockets-deflate": "websockets, default compression"}
+DEFLATE_ROWS = [
+    (LOAD_ROW, lambda r: r["loadavg_start"], 1, 1),
+    ("connections held", lambda r: r.get("subscribed", r["opened"]), 0, 1),
+    ("connections whose event came compressed", lambda r: r["got_compressed"], 0, 1),
+    ("**event frame on the wire (bytes)**", lambda r: r["event_wire_bytes"], 0, 1),
+    ("**server memory per idle connection (KB)**", lambda r: r["bytes_per_conn"], 2, 1 / KB),
+    ("**event sent → last connection has it (ms)**", lambda r: r["last_ms"], 1, 1),
+    ("first → last connection (ms): the fan-out itself", lambda r: r["spread_ms"], 1, 1),
+    ("server CPU seconds while opening", lambda r: r["server_cpu_open_s"], 1, 1),
+]
+
+
+def section_deflate(data) -> list[str]:
+    """permessage-deflate side by side: ratios of ours with deflate clients to each other."""
+    present = [t for t in DEFLATE_LABELS if any(t in run for run in data.get("runs", []))]
+    others = [t for t in present if t != "ours-deflate"]
+    head = ["figure"] + [DEFLATE_LABELS[t] for t in present] + \
+        [f"ours deflate / {DEFLATE_LABELS[t]} per run" for t in others]
+    lines = ["## WebSocket compression (permessage-deflate)", "",
+             "N subscribers per target, idle, then one typical post event (1 KB of prose in "
+             "`content`) to all of them. Clients that offer send what a browser sends "
+             "(`permessage-deflate; client_max_window_bits`), send their subscribe compressed "
+             "and inflate the event. Ours compresses each event once for every compressed "
+             "subscriber (`server_no_context_takeover`); Tornado and websockets keep a "
+             "compressor per connection and compress once per subscriber. Peers broadcast an "
+             "event of the same shape and content (`GET /broadcast` for websockets).", "",
+             f"Command: `{data['command']}`", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    no_ratio = {LOAD_ROW, "connections held", "connections whose event came compressed"}
+    for label, pick, digits, scale in DEFLATE_ROWS:
+        values = {t: per_run(data, t, pick) for t in present}
+        row = [label] + [cell(values[t], digits, scale) for t in present]
+        row += ["" if label in no_ratio or "ours-deflate" not in values
+                else ratio_cell(values["ours-deflate"], values[t]) for t in others]
+        lines.append("| " + " | ".join(row) + " |")
+    extra = [None if d is None or p is None else (d - p) / KB for d, p in
+             zip(per_run(data, "ours-deflate", lambda r: r["bytes_per_conn"]),
+                 per_run(data, "ours-plain", lambda r: r["bytes_per_conn"]))]
+    lines += ["", "Memory a compressed subscriber costs over a plain one (KB, ours-deflate − "
+              "ours-plain per run; the target is ≤ 3): " + cell(extra, 2) + ".", ""]
+    cpu = data.get("fanout_cpu") or {}
+    if cpu.get("plain"):
+        lines += [f"Ours' fan-out in-process (`bench/fanout_cpu.py`: the real hub and sessions, "
+                  f"sockets that send nothing; {cpu['subscribers']:,} subscribers, the same "
+                  "event; ms, median of 15 events per run): plain sessions "
+                  f"{cell(cpu['plain'], 2)}, compressed sessions {cell(cpu['deflate'], 2)}; "
+                  "compressed/plain per run: " + ratio_cell(cpu["deflate"], cpu["plain"]) + ".",
+                  ""]
+    return lines
+
+
 def section_http(data) -> list[str]:
     cmds = sorted({r[t][k]["command"].split(" http")[0] for r in data.get("runs", [])
                    for t in r if "error" not in r[t] for k in ("hello", "post")})
@@ -616,6 +670,11 @@ def write(mode):
         out += section_storm(results["storm"])
     if "rate" in results and "runs" in results["rate"]:
         out += section_rate(results["rate"])
+    if "deflate" in results and "runs" in results["deflate"]:
+        out += section_deflate(results["deflate"])
+    if "autobahn" in results:
+        from .autobahn import section as section_autobahn  # it imports cli, which imports us
+        out += section_autobahn(results["autobahn"])
     out += ["## One million connections, on paper", "", *extrapolation(results), ""]
     out += ["## Errors and notes", "", *problems(results), "",
             f"The raw results of every run are in `{mode.results_dir.relative_to(ROOT)}/*.json` "

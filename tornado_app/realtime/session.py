@@ -10,10 +10,16 @@ from ..core.errors import ApiError
 from ..core.jsonbody import parse_json_object
 from ..core.wire import MAX_INT, bounded_int
 from .channels import check_access, check_channels, disallowed
+from .interfaces import RealtimeContext
 from .subscription import Subscription
-from .websocket import OP_TEXT, OPEN, WebSocketConnection, server_frame
+from .websocket import OP_TEXT, OPEN, WebSocketConnection
 
 log = logging.getLogger(__name__)
+
+# Messages of this connection alone (acks, errors) shorter than this go uncompressed even when
+# permessage-deflate was negotiated: deflating one on its own took 5.6 µs and saved 3 bytes of
+# an 88-byte `subscribed` ack (27 of a 118-byte error); at 256 bytes and up it saves a third.
+COMPRESS_MIN_BYTES = 256
 
 
 class EventSession(WebSocketConnection):
@@ -22,9 +28,12 @@ class EventSession(WebSocketConnection):
     __slots__ = ("ctx", "user", "family", "expires", "subscription", "_tokens", "_refilled",
                  "_dropped", "_held")
 
-    def __init__(self, sock, ctx, user=None, claims=None):
+    ctx: RealtimeContext
+
+    def __init__(self, sock, ctx: RealtimeContext, user=None, claims=None, deflate=None):
         settings = ctx.settings
-        super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes)
+        super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes,
+                         deflate)
         self.ctx = ctx
         self.user = user
         self.family = claims.fam if claims is not None else None
@@ -67,16 +76,24 @@ class EventSession(WebSocketConnection):
     # --- server → client ---------------------------------------------------------------------
 
     def send_records(self, records) -> None:
-        """Every record its own frame, all of them in one send."""
-        data = records[0].frame if len(records) == 1 else b"".join(
-            [record.frame for record in records])
+        """Every record its own frame, all of them in one send; the same bytes for every
+        subscriber with the same choice: compressed or plain."""
+        deflate = self.deflate
+        if deflate is None:
+            frames = [record.frame for record in records]
+        else:
+            frames = [record.frame_for(deflate) for record in records]
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         if self._held is not None:
             data, self._held = self._held + data, None
         self.write(data)
 
+    def _frame_of(self, payload: dict) -> bytes:
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return self.message_frame(OP_TEXT, data, len(data) >= COMPRESS_MIN_BYTES)
+
     def _send(self, payload: dict) -> None:
-        data = server_frame(OP_TEXT, json.dumps(
-            payload, separators=(",", ":"), ensure_ascii=False).encode())
+        data = self._frame_of(payload)
         if self._held is not None:
             data, self._held = self._held + data, None
         self.write(data)
@@ -84,8 +101,7 @@ class EventSession(WebSocketConnection):
     def _hold(self, payload: dict) -> None:
         """Keeps a frame to go out with the next one this session sends (in front of it), or
         when the op in progress ends (`_guarded`): nothing overtakes it."""
-        self._held = server_frame(OP_TEXT, json.dumps(
-            payload, separators=(",", ":"), ensure_ascii=False).encode())
+        self._held = self._frame_of(payload)
 
     def _error(self, code: str, message: str, ref=None, **extra) -> None:
         self._send({"type": "error", "code": code, "message": message, "ref": ref, **extra})

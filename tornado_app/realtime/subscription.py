@@ -140,7 +140,7 @@ class Subscription:
         does, or None, having done nothing, when `add` is needed (the database, an error).
 
         In a reconnect storm of 15,000 resuming WebSockets the task, its callbacks and the
-        reader removed and added again around it were ~7% of the server's CPU (py-spy).
+        reader removed and added again around it were ~4% of the server's samples (py-spy).
         """
         hub = self.hub
         if not hub.in_memory(since, epoch):

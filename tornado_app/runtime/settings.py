@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(64 * 1024, ge=256)
     ws_max_subscriptions: int = Field(100, ge=1)
     ws_max_pending_bytes: int = Field(1024 * 1024, ge=1024)
+    # permessage-deflate (RFC 7692) for WebSockets whose client offers it: each event is
+    # compressed once and the same bytes go to every such subscriber. False: never negotiated.
+    ws_compression: bool = True
     redis_url: str | None = None
     # `--workers N > 1` on FerretDB is refused: its updates are read-then-write, and only one
     # process can keep them to one connection. This lets it start anyway, for read-only load
