@@ -9,6 +9,7 @@ one wins, and a token presented again after rotation revokes the whole family.
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from pymongo.errors import DuplicateKeyError
@@ -18,6 +19,7 @@ from ..core.clock import utcnow
 from ..core.errors import ApiError, unauthorized
 from .security import PasswordHasher, TokenClaims, TokenService
 from .users import UserStore
+from .verified_tokens import VerifiedTokens
 
 AUTH_CACHE_SECONDS = 2.0
 AUTH_CACHE_SIZE = 50_000
@@ -30,6 +32,13 @@ def tokens_public(tokens: TokenService, user: dict, family: str, refresh_jti: st
     refresh = tokens.issue(user_id, family, "refresh", jti=refresh_jti)
     return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
             "expires_in": tokens.access_ttl}
+
+
+# Told the id of a token family once this process has revoked it (logout, a reused refresh
+# token), after the revocation is stored and recorded for other workers
+# (accounts/grant_changes.py): realtime.grants re-checks open connections at once rather than at
+# its next pass. Must not block or raise.
+RevokeListener = Callable[[str], None]
 
 
 class AuthService:
@@ -47,8 +56,13 @@ class AuthService:
         # requests or WebSocket upgrades with one token costs one database round trip.
         self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
-        users.on_change.append(self._forget_user)
-        self.on_revoke = []  # callbacks(family) once a family is revoked
+        self.verified = VerifiedTokens()  # access tokens already decoded, until their exp
+        users.add_listener(self._forget_user)
+        self._revoke_listeners: list[RevokeListener] = []
+
+    def add_listener(self, listener: RevokeListener) -> None:
+        """listener(family) is called once per family this service revokes."""
+        self._revoke_listeners.append(listener)
 
     async def register(self, username: str, email: str, password: str, role: str = "user",
                        op_id=None) -> dict:
@@ -118,8 +132,8 @@ class AuthService:
             # News for the open connections of every worker (realtime.grants); once per family,
             # however often a leaked refresh token is replayed.
             await grant_changes.record(self.db, family=family)
-            for callback in self.on_revoke:
-                callback(family)
+            for listener in self._revoke_listeners:
+                listener(family)
 
     async def authenticate(self, access_token: str) -> tuple[dict, str]:
         """The user an access token belongs to, and its family; 401 if anything is off."""
@@ -134,7 +148,10 @@ class AuthService:
         effect at once; made through another worker, within AUTH_CACHE_SECONDS. (Open
         connections are re-checked by realtime.grants.)
         """
-        claims = self.tokens.decode(access_token, "access")
+        claims = self.verified.get(access_token)
+        if claims is None:
+            claims = self.tokens.decode(access_token, "access")
+            self.verified.put(access_token, claims)
         key = (claims.fam, claims.sub)
         recent = self._recent.get(key)
         if recent is not None and recent[0] > time.monotonic():
