@@ -17,14 +17,14 @@ import time
 from pydantic import ValidationError
 from tornado.ioloop import PeriodicCallback
 
-from tornado_app import eventloop
-from tornado_app.db import Database
-from tornado_app.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
-from tornado_app.embedded_supervisor import restart_blocking
-from tornado_app.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
-from tornado_app.logs import configure_logging
-from tornado_app.security import PasswordHasher, resolve_jwt_secret
-from tornado_app.settings import SettingsError, load_settings
+from tornado_app.runtime import eventloop
+from tornado_app.storage.db import Database
+from tornado_app.runtime.embedded import EmbeddedDatabaseError, EmbeddedFerretDB
+from tornado_app.runtime.embedded_supervisor import restart_blocking
+from tornado_app.runtime.gcpauses import FreezeOnGrowth, GcPauses, tune_for_long_lived_objects
+from tornado_app.runtime.logs import configure_logging
+from tornado_app.accounts.security import PasswordHasher, resolve_jwt_secret
+from tornado_app.runtime.settings import SettingsError, load_settings
 
 log = logging.getLogger("run")
 
@@ -57,7 +57,7 @@ class DatabaseEndpoint:
 
 async def serve(settings, uri: str, is_ferretdb, jwt_secret: str, sockets=None,
                 embedded=None) -> None:
-    from tornado_app.server import Server
+    from tornado_app.runtime.server import Server
 
     server = Server(settings, uri, jwt_secret, is_ferretdb, embedded)
     stopping = asyncio.Event()
@@ -140,7 +140,7 @@ def cmd_serve(args, settings) -> None:
     with endpoint as (uri, is_ferretdb):
         embedded = endpoint.embedded
         if args.workers > 1:
-            from tornado_app.workers import run_workers
+            from tornado_app.runtime.workers import run_workers
             is_ferretdb = check_workers_database(args.workers, settings, is_ferretdb)
 
             def on_other_exit(pid, code, stopping):
@@ -157,7 +157,7 @@ def cmd_serve(args, settings) -> None:
 
 async def create_admin(settings, uri, is_ferretdb, username, email, password) -> None:
     from tornado_app.schemas.users import RegisterRequest
-    from tornado_app.users import UserStore
+    from tornado_app.accounts.users import UserStore
 
     try:
         body = RegisterRequest(username=username, email=email, password=password)

@@ -7,7 +7,7 @@ import resource
 import subprocess
 from importlib import metadata
 
-from tornado_app.embedded import find_ferretdb
+from tornado_app.runtime.embedded import find_ferretdb
 
 
 def _first_line(args: list[str]) -> str:

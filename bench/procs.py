@@ -14,7 +14,7 @@ import time
 from itertools import count
 from pathlib import Path
 
-from tornado_app.embedded import EmbeddedFerretDB, free_port  # noqa: F401  (re-exported)
+from tornado_app.runtime.embedded import EmbeddedFerretDB, free_port  # noqa: F401  (re-exported)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -1,9 +1,9 @@
 """Auth endpoints: register, login, OAuth2 token, refresh, logout."""
 
-from tornado_app.openapi import operation
+from tornado_app.web.openapi import operation
 from tornado_app.schemas.users import (LoginRequest, RefreshRequest, RegisterRequest, TokenForm,
                                        Tokens, UserPublic)
-from tornado_app.users import user_public
+from tornado_app.accounts.users import user_public
 
 from .base import BaseHandler
 

@@ -16,19 +16,20 @@ import tornado
 from tornado import httputil, web
 from tornado.escape import utf8
 
-from tornado_app.db import is_out_of_storage, is_unavailable
-from tornado_app.errors import (ApiError, forbidden, insufficient_storage, service_unavailable,
-                                unauthorized)
-from tornado_app.outbox import OutcomeUnknown
+from tornado_app.storage.db import is_out_of_storage, is_unavailable
+from tornado_app.core.errors import (ApiError, forbidden, insufficient_storage, service_unavailable,
+                                     unauthorized)
+from tornado_app.storage.outbox import OutcomeUnknown
 from tornado_app.realtime.position import is_positioned
-from tornado_app.etags import etag, matches, parse_etag_list
-from tornado_app.idempotency import (KEY_HEADER, REPLAYED_HEADERS, Answer, address_scope,
-                                     check_key, is_final, user_scope)
-from tornado_app.jsonbody import parse_json_object
-from tornado_app.logs import request_id_var
+from tornado_app.core.etags import etag, matches, parse_etag_list
+from tornado_app.storage.idempotency import (KEY_HEADER, REPLAYED_HEADERS, Answer, address_scope,
+                                             check_key, is_final, user_scope)
+from tornado_app.core.jsonbody import parse_json_object
+from tornado_app.runtime.logs import request_id_var
 from tornado_app.realtime.channels import check_access, parse_channel_list
 from tornado_app.schemas.common import validation_failed
-from tornado_app.wire import is_decimal, parse_decimal
+from tornado_app.web.context import AppContext
+from tornado_app.core.wire import is_decimal, parse_decimal
 
 log = logging.getLogger("tornado_app.request")
 
@@ -117,6 +118,7 @@ class BaseHandler(web.RequestHandler):
     """Streams the body in so its size is enforced as it arrives, never buffered past the limit."""
 
     route_name = "unknown"
+    ctx: AppContext  # this process's services, set from the application's settings
     # JSON answers never need to load anything or be framed.
     csp = "default-src 'none'; frame-ancestors 'none'"
 
@@ -132,7 +134,7 @@ class BaseHandler(web.RequestHandler):
         self.token_family = None
         self.token_expires = None  # the access token's exp, for connections that outlive it
         # With an Idempotency-Key: the id the stores create this request's resource under, the
-        # same on every retry of the key (see tornado_app/idempotency.py).
+        # same on every retry of the key (see tornado_app/storage/idempotency.py).
         self.op_id = None
         self._capturing = False
         self._captured: tuple[Answer, object] | None = None
@@ -480,7 +482,7 @@ class BaseHandler(web.RequestHandler):
         if isinstance(exc, OutcomeUnknown):
             # The change may or may not be stored and the database cannot say yet: a 503 would
             # claim nothing changed, so there is no answer, as if the network had failed. The
-            # client retries with its Idempotency-Key (tornado_app/outbox.py).
+            # client retries with its Idempotency-Key (tornado_app/storage/outbox.py).
             self._uncount()
             self.request.connection.stream.close()
             return

@@ -5,10 +5,10 @@ from pathlib import Path
 import openapi_ui_bundles.swagger_ui
 from tornado import web
 
-from tornado_app.asyncapi import build_asyncapi
-from tornado_app.errors import ApiError
-from tornado_app.logs import request_id_var
-from tornado_app.openapi import build_openapi
+from tornado_app.web.asyncapi import build_asyncapi
+from tornado_app.core.errors import ApiError
+from tornado_app.runtime.logs import request_id_var
+from tornado_app.web.openapi import build_openapi
 
 from .base import BaseHandler, render_error, request_id_of
 
@@ -27,8 +27,9 @@ class OpenApiHandler(BaseHandler):
     def get(self) -> None:
         document = self.application.settings.get("openapi_document")
         if document is None:
-            from tornado_app.app import ROUTES
-            document = build_openapi(ROUTES)
+            # The route table comes from the app factory (tornado_app/web/app.py): importing it
+            # here would be an import cycle, since the table imports this module.
+            document = build_openapi(self.application.settings["routes"])
             self.application.settings["openapi_document"] = document
         self.send_json(document)
 

@@ -4,7 +4,7 @@ from this server."""
 
 from pathlib import Path
 
-from tornado_app.errors import ApiError
+from tornado_app.core.errors import ApiError
 
 from .base import BaseHandler
 

@@ -2,8 +2,8 @@
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tornado_app.errors import service_unavailable
-from tornado_app.openapi import operation
+from tornado_app.core.errors import service_unavailable
+from tornado_app.web.openapi import operation
 from tornado_app.schemas.common import HealthStatus
 
 from .base import BaseHandler

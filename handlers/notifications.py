@@ -1,7 +1,7 @@
 """Notification endpoints."""
 
-from tornado_app.notifications import notification_public
-from tornado_app.openapi import operation
+from tornado_app.notifications.store import notification_public
+from tornado_app.web.openapi import operation
 from tornado_app.schemas.common import Page, PageQuery
 from tornado_app.schemas.notifications import (NotificationAccepted, NotificationCreate,
                                                NotificationPublic)

@@ -1,7 +1,7 @@
 """Blog endpoints: posts and comments."""
 
-from tornado_app.openapi import operation
-from tornado_app.posts import comment_public, post_public
+from tornado_app.web.openapi import operation
+from tornado_app.blog.posts import comment_public, post_public
 from tornado_app.schemas.common import Page, PageQuery, patch_changes
 from tornado_app.schemas.posts import (CommentCreate, CommentPublic, PostCreate, PostListQuery,
                                        PostPatch, PostPublic, PostReplace)

@@ -1,7 +1,7 @@
 """Product catalog endpoints: public reads, admin writes, stock changes."""
 
-from tornado_app.openapi import operation
-from tornado_app.products import product_public
+from tornado_app.web.openapi import operation
+from tornado_app.catalog.products import product_public
 from tornado_app.schemas.common import Page, patch_changes
 from tornado_app.schemas.products import (ProductCreate, ProductListQuery, ProductPatch,
                                           ProductPublic, ProductReplace, StockChange)

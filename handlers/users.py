@@ -1,9 +1,9 @@
 """User endpoints: me, and the admin's list and role changes."""
 
-from tornado_app.openapi import operation
+from tornado_app.web.openapi import operation
 from tornado_app.schemas.common import Page, PageQuery
 from tornado_app.schemas.users import RoleUpdate, UserPublic
-from tornado_app.users import user_public
+from tornado_app.accounts.users import user_public
 
 from .base import BaseHandler
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.server_process import ServerProcess, http_json  # noqa: E402
 from tests.test_live_page import Browser, open_live  # noqa: E402
-from tornado_app.embedded import EmbeddedFerretDB  # noqa: E402
+from tornado_app.runtime.embedded import EmbeddedFerretDB  # noqa: E402
 
 
 async def measure(runs: int = 5) -> None:

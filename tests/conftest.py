@@ -12,10 +12,10 @@ import pytest
 from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from tornado_app import eventloop
-from tornado_app.embedded import EmbeddedFerretDB
-from tornado_app.server import Server
-from tornado_app.settings import load_settings
+from tornado_app.runtime import eventloop
+from tornado_app.runtime.embedded import EmbeddedFerretDB
+from tornado_app.runtime.server import Server
+from tornado_app.runtime.settings import load_settings
 
 # pytest-tornado's IOLoop per test is made by the same policy as the server's (run.py).
 EVENT_LOOP = eventloop.install()

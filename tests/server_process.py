@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import JWT_SECRET
-from tornado_app.embedded import free_port
+from tornado_app.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from tests.realtime_helpers import WsClient, user_with_id
 from tests.test_js_client import JS
 from tests.test_sse import SseClient
-from tornado_app.asyncapi import CLIENT_OPS, SERVER_FRAMES, SSE_MESSAGES
+from tornado_app.web.asyncapi import CLIENT_OPS, SERVER_FRAMES, SSE_MESSAGES
 from tornado_app.schemas.notifications import PollResponse
 from tornado_app.schemas.realtime import CHANNELS, ClientOp, Event, ServerFrame, event_type
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_app.embedded import free_port
+from tornado_app.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FERRETDB_BIN = os.environ.get("FERRETDB_BIN") or str(ROOT / ".bin" / "ferretdb")
@@ -128,7 +128,7 @@ def test_a_killed_embedded_database_is_restarted_with_its_data(tmp_path, servers
                            {"username": "alice", "password": "password123"})
     assert status == 200, tokens
     records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    messages = [r["message"] for r in records if r["logger"] == "tornado_app.embedded_supervisor"]
+    messages = [r["message"] for r in records if r["logger"] == "tornado_app.runtime.embedded_supervisor"]
     assert any("exited with code -9" in m for m in messages), messages
     assert any(m.startswith("embedded FerretDB restarted") for m in messages), messages
 

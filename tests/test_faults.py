@@ -16,8 +16,8 @@ from tornado.simple_httpclient import HTTPStreamClosedError
 
 from tests.conftest import JWT_SECRET, Api, assert_error
 from tests.server_process import ServerProcess, http_json
-from tornado_app.server import Server
-from tornado_app.settings import load_settings
+from tornado_app.runtime.server import Server
+from tornado_app.runtime.settings import load_settings
 
 DB_TIMEOUT = 1.0
 

@@ -53,5 +53,5 @@ async def test_unsupported_method_is_405_in_the_error_shape(api):
 
 @pytest.mark.gen_test
 async def test_the_tests_run_on_the_event_loop_production_runs_on():
-    # run.py and tests/conftest.py both install tornado_app.eventloop's policy.
+    # run.py and tests/conftest.py both install tornado_app.runtime.eventloop's policy.
     assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")

@@ -17,8 +17,8 @@ from tornado.httputil import HTTPHeaders
 from tests.conftest import assert_error
 from tests.server_process import ServerProcess
 from tests.test_crash_safety import _settle, check_feed, db_client  # noqa: F401 (a fixture)
-from tornado_app.clock import utcnow
-from tornado_app.idempotency import Claim, address_scope, user_scope
+from tornado_app.core.clock import utcnow
+from tornado_app.storage.idempotency import Claim, address_scope, user_scope
 
 POSTS = "/api/v1/posts"
 PRODUCTS = "/api/v1/products"

@@ -16,8 +16,8 @@ from tests.raw_clients import RawWebSocket, http_status, raw_http
 from tests.realtime_helpers import WsClient, publish, wait_until
 from tests.server_process import ServerProcess
 from tornado_app.realtime.websocket import OP_TEXT, WebSocketConnection, server_frame
-from tornado_app.settings import SettingsError, load_settings
-from tornado_app.wire import MAX_INT, parse_decimal
+from tornado_app.runtime.settings import SettingsError, load_settings
+from tornado_app.core.wire import MAX_INT, parse_decimal
 
 POSTS = "/api/v1/posts"
 

@@ -18,9 +18,9 @@ from tornado.iostream import IOStream
 from tests.conftest import Api, assert_error
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
-from tornado_app.embedded import free_port
-from tornado_app.logs import JsonFormatter
-from tornado_app.metrics import generation_label, method_label, status_label
+from tornado_app.runtime.embedded import free_port
+from tornado_app.runtime.logs import JsonFormatter
+from tornado_app.runtime.metrics import generation_label, method_label, status_label
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}

@@ -10,8 +10,8 @@ from pymongo import AsyncMongoClient
 
 from tests.realtime_helpers import user_with_id
 from tests.conftest import JWT_SECRET, Api, assert_error
-from tornado_app.clock import utcnow
-from tornado_app.server import Server
+from tornado_app.core.clock import utcnow
+from tornado_app.runtime.server import Server
 
 NOTIFICATIONS = "/api/v1/notifications"
 NOTIFICATION_FIELDS = {"id", "user_id", "title", "body", "status", "created_at", "delivered_at",

@@ -8,8 +8,8 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from tests.conftest import assert_error
-from tornado_app.app import ROUTES
-from tornado_app.openapi import METHODS, path_template
+from tornado_app.web.routes import ROUTES
+from tornado_app.web.openapi import METHODS, path_template
 from tornado_app.schemas.common import ErrorResponse
 
 REF = "#/components/schemas/{model}"

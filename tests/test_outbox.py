@@ -5,9 +5,9 @@ import pytest
 from bson import ObjectId
 
 from tests.realtime_helpers import create_posts, expire_events, publish
-from tornado_app.clock import utcnow
-from tornado_app.outbox import entry
-from tornado_app.posts import comment_public, post_public
+from tornado_app.core.clock import utcnow
+from tornado_app.storage.outbox import entry
+from tornado_app.blog.posts import comment_public, post_public
 
 
 async def _events(server, type_=None):

@@ -12,8 +12,8 @@ from tornado.tcpclient import TCPClient
 
 from tests.conftest import JWT_SECRET, Api, assert_error
 from tests.realtime_helpers import create_posts, expire_events, publish, user_with_id
-from tornado_app.clock import utcnow
-from tornado_app.server import Server
+from tornado_app.core.clock import utcnow
+from tornado_app.runtime.server import Server
 
 POLL = "/api/v1/poll"
 EVENT_FIELDS = {"seq", "channel", "type", "data", "created_at"}

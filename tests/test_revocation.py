@@ -10,9 +10,9 @@ import pytest
 from tests.conftest import JWT_SECRET
 from tests.realtime_helpers import WsClient, publish, user_with_id, wait_until
 from tests.test_sse import SseClient
-from tornado_app import grant_changes
+from tornado_app.accounts import grant_changes
 from tornado_app.realtime.channels import disallowed
-from tornado_app.server import Server
+from tornado_app.runtime.server import Server
 
 LOGOUT = "/api/v1/auth/logout"
 

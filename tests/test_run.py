@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_app.embedded import free_port
+from tornado_app.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

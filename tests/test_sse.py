@@ -11,9 +11,9 @@ from tornado.tcpclient import TCPClient
 
 from tests.conftest import JWT_SECRET
 from tests.realtime_helpers import create_posts, expire_events, publish, user_with_id
-from tornado_app.clock import utcnow
+from tornado_app.core.clock import utcnow
 from tornado_app.realtime import connections
-from tornado_app.server import Server
+from tornado_app.runtime.server import Server
 
 STREAM = "/api/v1/stream"
 

@@ -4,7 +4,7 @@ holds back another channel's events on the same connection."""
 import pytest
 
 from tests.realtime_helpers import WsClient, publish
-from tornado_app.clock import utcnow
+from tornado_app.core.clock import utcnow
 
 
 async def _write_as_another_worker(server, channel: str, seq: int) -> None:

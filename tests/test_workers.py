@@ -19,8 +19,8 @@ from pymongo import MongoClient
 
 from tests.conftest import JWT_SECRET, Api
 from tests.realtime_helpers import WsClient, create_posts
-from tornado_app.embedded import die_with_parent, free_port
-from tornado_app.server import Server
+from tornado_app.runtime.embedded import die_with_parent, free_port
+from tornado_app.runtime.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 

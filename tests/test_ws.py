@@ -14,7 +14,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import websocket_connect
 
 from tests.realtime_helpers import WsClient, create_posts, wait_until
-from tornado_app.clock import utcnow
+from tornado_app.core.clock import utcnow
 
 
 @pytest.mark.gen_test

@@ -2,7 +2,7 @@
 
 import re
 
-from ..errors import ApiError, forbidden, unauthorized
+from ..core.errors import ApiError, forbidden, unauthorized
 
 _CHANNEL = re.compile(r"posts|products|post:[0-9a-f]{24}|user:[0-9a-f]{24}")
 

@@ -12,7 +12,7 @@ class Connections:
     def __init__(self, ws_ping_interval: float = 20.0):
         self.ws_ping_interval = ws_ping_interval
         self.sockets = set()   # WebSocket sessions (realtime.session)
-        self.polls = set()     # long-polls waiting for events (realtime.parked_poll)
+        self.polls = set()     # long-polls waiting for events (realtime.transports.parked_poll)
         self.streams = set()   # SSE handlers
         self.slow_consumers_closed = 0
         self.shutting_down = False

@@ -6,7 +6,7 @@ simply expire. Each of these connections is a *holder* here, with `user`, `famil
 family) and `expires` (its token's exp). Every AUTH_RECHECK_INTERVAL seconds one process-wide
 pass
 - ends the rights of holders whose token has expired (no query), and
-- reads the news of revoked families and changed roles (tornado_app/grant_changes.py: one
+- reads the news of revoked families and changed roles (tornado_app/accounts/grant_changes.py: one
   small query, whatever the number of connections) and tells the holders concerned:
   `holder.grant_lost(code, message)` when the token is no longer good,
   `holder.grant_changed(user)` when the user's role changed.
@@ -24,10 +24,10 @@ import logging
 import time
 from datetime import timedelta
 
-from .. import grant_changes
-from ..clock import utcnow
-from ..db import is_unavailable
-from ..ids import parse_id
+from ..accounts import grant_changes
+from ..core.clock import utcnow
+from ..storage.db import is_unavailable
+from ..core.ids import parse_id
 
 log = logging.getLogger(__name__)
 

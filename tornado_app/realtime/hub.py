@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from itertools import islice
 
-from ..errors import ApiError
+from ..core.errors import ApiError
 from .record import Record
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ becomes visible (a reader that has seen N has seen everything below it), on Mong
 FerretDB alike, with no transactions and no read-modify-write of a counter.
 
 Every event also carries the id of the change it reports (`cid`, unique in the log): the outbox
-(tornado_app/outbox.py) may offer one change twice (a request and the recovery sweep, or two
+(tornado_app/storage/outbox.py) may offer one change twice (a request and the recovery sweep, or two
 workers), and the second offer finds the first instead of storing a second event.
 
 The log has an epoch, a random id made once with the log (in `event_log_meta`). A database
@@ -24,7 +24,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, ExecutionTimeout
 
-from ..clock import iso, utcnow
+from ..core.clock import iso, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ import json
 import logging
 import time
 
-from ..db import is_unavailable
-from ..errors import ApiError
-from ..jsonbody import parse_json_object
-from ..wire import MAX_INT, bounded_int
+from ..storage.db import is_unavailable
+from ..core.errors import ApiError
+from ..core.jsonbody import parse_json_object
+from ..core.wire import MAX_INT, bounded_int
 from .channels import check_access, check_channels, disallowed
 from .subscription import Subscription
 from .websocket import OP_TEXT, OPEN, WebSocketConnection, server_frame

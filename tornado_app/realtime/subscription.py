@@ -103,6 +103,6 @@ class Subscription:
         self.queue = None
         # The sink is a method of the connection that holds this subscription: dropping it ends
         # that reference cycle, so a closed connection is freed at once rather than by the
-        # collector (which never sees frozen objects; tornado_app/gcpauses.py). A fan-out that
+        # collector (which never sees frozen objects; tornado_app/runtime/gcpauses.py). A fan-out that
         # still holds this subscription delivers to nothing.
         self.sink = _nowhere

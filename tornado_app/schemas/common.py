@@ -4,8 +4,8 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..errors import ApiError
-from ..wire import MAX_INT, is_decimal, parse_decimal
+from ..core.errors import ApiError
+from ..core.wire import MAX_INT, is_decimal, parse_decimal
 
 
 class RequestModel(BaseModel):

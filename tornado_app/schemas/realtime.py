@@ -1,5 +1,5 @@
 """The realtime protocol's messages: WebSocket ops and frames, the SSE messages, and every event
-type with its payload. The AsyncAPI document (tornado_app/asyncapi.py) is generated from these,
+type with its payload. The AsyncAPI document (tornado_app/web/asyncapi.py) is generated from these,
 and tests/test_asyncapi.py checks every frame and event a running server emits against them, so
 neither the document nor these models can drift from the wire."""
 

@@ -1,0 +1,1 @@
+"""Users, sign-in (tokens, passwords) and the news of changed grants."""

@@ -1,0 +1,1 @@
+"""The process: settings, logs, metrics, the event loop, the embedded FerretDB, server and workers."""

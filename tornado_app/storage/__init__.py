@@ -1,0 +1,1 @@
+"""The database and what every store shares: the outbox, versioned updates, pages, idempotency."""

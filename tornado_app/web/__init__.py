@@ -1,0 +1,1 @@
+"""The HTTP layer: the application factory and route table, the API documents, the HTTP server."""
