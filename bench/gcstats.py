@@ -1,11 +1,11 @@
-"""Garbage-collection pauses inside our server, read from its /metrics (`gc_pause_seconds`,
+"""Garbage-collection pauses inside our server, read from its /metrics (`tornado_app_gc_pause_seconds`,
 timed by a gc.callbacks hook): the probe sees any stall of the event loop, this tells which of
 them were the collector. The peers have no such hook."""
 
 import http.client
 import re
 
-_BUCKET = re.compile(r'^gc_pause_seconds_bucket\{generation="(\d*)",le="([^"]+)"\} ([\d.e+]+)$',
+_BUCKET = re.compile(r'^tornado_app_gc_pause_seconds_bucket\{generation="(\d*)",le="([^"]+)"\} ([\d.e+]+)$',
                      re.M)
 
 

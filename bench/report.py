@@ -103,7 +103,7 @@ NO_RATIO = {LOAD_ROW, "connections asked for", "connections held",
             "connections that got the event", "subscribed per second (ours: subscribe op and its ack)",
             "machine load average (1 min) before the hello load", "non-2xx answers (hello + post)"}
 
-GC_ROWS = ("ours: collector pauses in the whole run (gc_pause_seconds of /metrics)",
+GC_ROWS = ("ours: collector pauses in the whole run (tornado_app_gc_pause_seconds of /metrics)",
            "ours: collector pauses over 50 ms while opening",
            "ours: collector pauses over 50 ms while idle or receiving",
            "ours: longest collector pause, at most (ms: its histogram bucket)")
@@ -308,7 +308,7 @@ def targets_table(results: dict) -> list[str]:
     longest = max((g["longest_at_most_s"] or 0 for g in gc_runs), default=0)
     row("no GC pause over 50 ms while 19,000 are idle or receiving",
         f"{num(over)} of {num(pauses)} collector pauses over 50 ms, longest ≤ {num(longest * 1000)}"
-        f" ms (gc_pause_seconds of /metrics, WebSocket and long-poll runs); longest /health "
+        f" ms (tornado_app_gc_pause_seconds of /metrics, WebSocket and long-poll runs); longest /health "
         f"answer, any stall: {num(max(stalls) if stalls else None, 1)} ms (probe, see below)",
         check(over, lambda v: v == 0))
     wheld = m(workers, wname, lambda r: r["subscribed"])

@@ -51,6 +51,15 @@ class AsyncApiHandler(BaseHandler):
         self.send_json({**document, "servers": servers})
 
 
+class RootHandler(BaseHandler):
+    """`/` leads a person who opens the server in a browser to the documentation."""
+
+    route_name = "root"
+
+    def get(self) -> None:
+        self.redirect("/docs", status=302)
+
+
 class DocsHandler(BaseHandler):
     route_name = "docs"
     csp = DOCS_CSP

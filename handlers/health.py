@@ -1,6 +1,6 @@
 """Liveness and readiness."""
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from tornado_app.core.errors import service_unavailable
 from tornado_app.web.openapi import operation
@@ -56,4 +56,4 @@ class MetricsHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest(self.ctx.metrics.registry))
+        self.finish(self.ctx.metrics.exposition())

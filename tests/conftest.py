@@ -17,6 +17,10 @@ from tornado_app.runtime.embedded import EmbeddedFerretDB
 from tornado_app.runtime.server import Server
 from tornado_app.runtime.settings import load_settings
 
+# A developer's .env must not change what the suite runs against (nor the servers it starts as
+# subprocesses, which inherit this).
+os.environ["ENV_FILE"] = ""
+
 # pytest-tornado's IOLoop per test is made by the same policy as the server's (run.py).
 EVENT_LOOP = eventloop.install()
 

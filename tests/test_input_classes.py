@@ -171,7 +171,7 @@ async def test_an_sse_stream_that_fails_in_its_replay_leaves_the_stream_gauge(se
     assert answer.startswith(b"HTTP/1.1 200 ")
     await wait_until(lambda: not server.ctx.connections.streams)
     _, _, metrics = await http_status(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"\nsse_streams 0.0\n" in metrics
+    assert b"\ntornado_app_sse_streams 0.0\n" in metrics
 
 
 # --- /docs/static/ answers errors like every other route -------------------------------------
@@ -307,7 +307,7 @@ async def test_connections_are_not_refused_below_the_cap_while_long_polls_park(c
             status = "reset"  # refused: the 503 was cut short when the server closed
         statuses.append(status)
     _, _, metrics = await http_status(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert f"\nlongpoll_pending {CAP - 2}.0\n".encode() in metrics
+    assert f"\ntornado_app_longpoll_pending {CAP - 2}.0\n".encode() in metrics
     assert set(statuses) == {200}, [s for s in statuses if s != 200]
     for _, writer in polls:
         writer.close()

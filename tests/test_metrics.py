@@ -2,6 +2,7 @@
 the JSON logs (the access logger in process, and run.py's stderr)."""
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -11,36 +12,21 @@ import urllib.request
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 from tornado.iostream import IOStream
 
 from tests.conftest import Api, assert_error
+from tests.metrics_helpers import Scrape, promql_metric_names
 from tests.realtime_helpers import WsClient, create_posts
 from tests.server_process import ServerProcess, http_json
 from tornado_app.runtime.embedded import free_port
+from tornado_app.runtime.gcpauses import GcPauses
 from tornado_app.runtime.logs import JsonFormatter
-from tornado_app.runtime.metrics import generation_label, method_label, status_label
+from tornado_app.runtime.metrics import (STANDARD_PREFIXES, generation_label, method_label,
+                                         status_label)
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
-
-
-class Scrape:
-    def __init__(self, text: str):
-        self.text = text
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples = [s for f in self.families.values() for s in f.samples]
-
-    def value(self, name: str, **labels) -> float:
-        """The sample's value; 0 when the labelled series does not exist yet."""
-        for sample in self.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-        return 0.0
-
-    def has(self, name: str) -> bool:
-        return any(sample.name == name for sample in self.samples)
 
 
 async def scrape(api) -> Scrape:
@@ -69,21 +55,89 @@ async def test_metrics_is_prometheus_text_with_every_family_of_the_contract(api)
     metrics = await scrape(api)
     types = {name: family.type for name, family in metrics.families.items()}
     expected = {
-        "http_requests": "counter", "http_request_duration_seconds": "histogram",
-        "websocket_connections": "gauge", "longpoll_pending": "gauge", "sse_streams": "gauge",
-        "events_published": "counter", "events_delivered": "counter",
-        "slow_consumers_closed": "counter", "database_errors": "counter",
+        "tornado_app_http_requests": "counter", "tornado_app_http_request_duration_seconds": "histogram",
+        "tornado_app_websocket_connections": "gauge", "tornado_app_longpoll_pending": "gauge", "tornado_app_sse_streams": "gauge",
+        "tornado_app_events_published": "counter", "tornado_app_events_delivered": "counter",
+        "tornado_app_slow_consumers_closed": "counter", "tornado_app_database_errors": "counter",
     }
     for name, kind in expected.items():
         assert types.get(name) == kind, (name, types.get(name))
     for family in expected:
         assert metrics.families[family].documentation, family
-    assert metrics.has("slow_consumers_closed_total")
-    assert metrics.value("slow_consumers_closed_total") == 0
-    assert metrics.value("database_errors_total") == 0
+    assert metrics.has("tornado_app_slow_consumers_closed_total")
+    assert metrics.value("tornado_app_slow_consumers_closed_total") == 0
+    assert metrics.value("tornado_app_database_errors_total") == 0
     # Plain text for scrapers, with the same anti-sniffing header as everything else.
     response = await api.http.fetch(api.base_url + "/metrics")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.gen_test
+async def test_every_name_is_under_the_prefix_except_the_standard_collectors(api):
+    await api.get("/health")
+    metrics = await scrape(api)
+    ours = [name for name in metrics.families if name.startswith("tornado_app_")]
+    others = [name for name in metrics.families if not name.startswith("tornado_app_")]
+    assert len(ours) >= 12, ours
+    assert others and all(name.startswith(STANDARD_PREFIXES) for name in others), others
+
+
+@pytest.mark.gen_test
+async def test_process_and_platform_collectors_show_descriptors_and_memory(api):
+    metrics = await scrape(api)
+    assert metrics.value("process_open_fds") > 0
+    assert metrics.value("process_max_fds") >= metrics.value("process_open_fds")
+    assert metrics.value("process_resident_memory_bytes") > 1 << 20
+    assert metrics.has("process_cpu_seconds_total") and metrics.has("python_info")
+
+
+@pytest.mark.gen_test
+async def test_gc_pause_series_exist_for_every_generation_before_any_pause(api):
+    metrics = await scrape(api)
+    for generation in ("0", "1", "2"):
+        assert metrics.value("tornado_app_gc_pause_seconds_count", generation=generation) == 0
+    assert {s.labels["generation"] for s in metrics.samples
+            if s.name == "tornado_app_gc_pause_seconds_count"} == {"0", "1", "2"}
+
+
+@pytest.mark.gen_test
+async def test_a_collector_pause_shows_in_the_next_scrape(api, server):
+    pauses = GcPauses()
+    pauses.attach(server.ctx.metrics.gc_pauses)
+    pauses.install()
+    try:
+        gc.collect()
+    finally:
+        pauses.uninstall()
+    metrics = await scrape(api)
+    assert metrics.value("tornado_app_gc_pause_seconds_count", generation="2") >= 1
+    assert metrics.total("tornado_app_gc_pause_seconds_count") == pauses.count
+    assert metrics.total("tornado_app_gc_pause_seconds_sum") == pytest.approx(pauses.total)
+
+
+@pytest.mark.gen_test
+async def test_fanout_time_is_observed_once_per_event_with_subscribers(api, server):
+    token = await api.user_token()
+    before = (await scrape(api)).value("tornado_app_fanout_duration_seconds_count")
+    watchers = [await WsClient.connect(server.port) for _ in range(3)]
+    for ws in watchers:
+        await ws.subscribe(["posts"])
+    await create_posts(api, token, 2)
+    for ws in watchers:
+        await ws.events(2)
+    after = await scrape(api)
+    assert after.value("tornado_app_fanout_duration_seconds_count") == before + 2
+    assert 0 < after.value("tornado_app_fanout_duration_seconds_sum") < 5
+    for ws in watchers:
+        ws.close()
+
+
+def test_promql_names_are_what_remains_without_functions_labels_and_keywords():
+    assert promql_metric_names(
+        'histogram_quantile(0.99, sum by (le, route) (rate(a_bucket{job=~"$job",x="}"}'
+        '[$__rate_interval])))') == {"a_bucket"}
+    assert promql_metric_names("max(open / max_fds) > bool 1e3 offset 5m or on(job) b") == {
+        "open", "max_fds", "b"}
 
 
 @pytest.mark.gen_test
@@ -102,7 +156,7 @@ async def test_requests_are_counted_by_route_name_method_and_status_never_by_raw
     assert (await api.get("/no/such/route/" + "a" * 24)).code == 404
 
     metrics = await scrape(api)
-    requests = "http_requests_total"
+    requests = "tornado_app_http_requests_total"
     assert metrics.value(requests, route="posts.item", method="GET", status="200") == 4
     assert metrics.value(requests, route="posts.item", method="GET", status="404") == 2
     assert metrics.value(requests, route="posts.item", method="PATCH", status="401") == 1
@@ -116,12 +170,12 @@ async def test_requests_are_counted_by_route_name_method_and_status_never_by_raw
     assert all(re.fullmatch(r"[a-z_.]+", route) for route in routes), routes
 
     # The latency histogram, by route.
-    count = metrics.value("http_request_duration_seconds_count", route="posts.item")
+    count = metrics.value("tornado_app_http_request_duration_seconds_count", route="posts.item")
     assert count == 7
-    assert metrics.value("http_request_duration_seconds_bucket", route="posts.item", le="+Inf") == count
-    assert 0 < metrics.value("http_request_duration_seconds_sum", route="posts.item") < 7 * 5
+    assert metrics.value("tornado_app_http_request_duration_seconds_bucket", route="posts.item", le="+Inf") == count
+    assert 0 < metrics.value("tornado_app_http_request_duration_seconds_sum", route="posts.item") < 7 * 5
     buckets = [s for s in metrics.samples
-               if s.name == "http_request_duration_seconds_bucket" and s.labels["route"] == "posts.item"]
+               if s.name == "tornado_app_http_request_duration_seconds_bucket" and s.labels["route"] == "posts.item"]
     assert len(buckets) >= 10
     values = [s.value for s in sorted(buckets, key=lambda s: float(s.labels["le"]))]
     assert values == sorted(values)
@@ -135,7 +189,7 @@ async def test_made_up_methods_are_counted_under_one_label_value(api):
         assert (await api.request(f"MADEUP{index}", "/api/v1/posts")).code == 405
         assert (await api.request(f"BREW{index}", "/no/such/route")).code in (404, 405)
     metrics = await scrape(api)
-    requests = "http_requests_total"
+    requests = "tornado_app_http_requests_total"
     methods = {s.labels["method"] for s in metrics.samples if s.name == requests}
     assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
     assert metrics.value(requests, route="posts.list", method="other", status="405") == 40
@@ -154,50 +208,50 @@ def test_every_label_value_comes_from_a_fixed_set():
 
 @pytest.mark.gen_test
 async def test_websocket_connections_gauge_follows_real_clients(api, server):
-    await wait_for_value(api, "websocket_connections", 0)
+    await wait_for_value(api, "tornado_app_websocket_connections", 0)
     first = await WsClient.connect(server.port)
-    await wait_for_value(api, "websocket_connections", 1)
+    await wait_for_value(api, "tornado_app_websocket_connections", 1)
     second = await WsClient.connect(server.port)
     await second.subscribe(["posts"])
-    await wait_for_value(api, "websocket_connections", 2)
+    await wait_for_value(api, "tornado_app_websocket_connections", 2)
     first.close()
-    await wait_for_value(api, "websocket_connections", 1)
+    await wait_for_value(api, "tornado_app_websocket_connections", 1)
     second.close()
-    await wait_for_value(api, "websocket_connections", 0)
+    await wait_for_value(api, "tornado_app_websocket_connections", 0)
 
 
 @pytest.mark.gen_test
 async def test_longpoll_pending_while_a_poll_is_held(api):
     token = await api.user_token()
-    await wait_for_value(api, "longpoll_pending", 0)
+    await wait_for_value(api, "tornado_app_longpoll_pending", 0)
     held = asyncio.ensure_future(api.get("/api/v1/poll?channels=posts&timeout=20"))
-    await wait_for_value(api, "longpoll_pending", 1)
+    await wait_for_value(api, "tornado_app_longpoll_pending", 1)
     await create_posts(api, token, 1)
     answered = await asyncio.wait_for(held, 5)
     assert answered.code == 200 and len(answered.json["events"]) == 1
-    await wait_for_value(api, "longpoll_pending", 0)
+    await wait_for_value(api, "tornado_app_longpoll_pending", 0)
 
 
 @pytest.mark.gen_test
 async def test_sse_streams_gauge_follows_an_open_stream(api, server):
-    await wait_for_value(api, "sse_streams", 0)
+    await wait_for_value(api, "tornado_app_sse_streams", 0)
     stream = IOStream(socket.socket())
     await stream.connect(("127.0.0.1", server.port))
     await stream.write(b"GET /api/v1/stream?channels=posts HTTP/1.1\r\nHost: x\r\n"
                        b"Accept: text/event-stream\r\n\r\n")
     head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200")
-    await wait_for_value(api, "sse_streams", 1)
+    await wait_for_value(api, "tornado_app_sse_streams", 1)
     stream.close()
-    await wait_for_value(api, "sse_streams", 0)
+    await wait_for_value(api, "tornado_app_sse_streams", 0)
 
 
 @pytest.mark.gen_test
 async def test_events_published_and_delivered_count_with_a_subscriber(api, server):
     token = await api.user_token()
     before = await scrape(api)
-    published = before.value("events_published_total")
-    delivered = before.value("events_delivered_total")
+    published = before.value("tornado_app_events_published_total")
+    delivered = before.value("tornado_app_events_delivered_total")
     watchers = [await WsClient.connect(server.port) for _ in range(2)]
     for ws in watchers:
         await ws.subscribe(["posts"])
@@ -205,15 +259,15 @@ async def test_events_published_and_delivered_count_with_a_subscriber(api, serve
     for ws in watchers:
         await ws.events(3)
     after = await scrape(api)
-    assert after.value("events_published_total") == published + 3
-    assert after.value("events_delivered_total") == delivered + 6  # 3 events to 2 subscribers
+    assert after.value("tornado_app_events_published_total") == published + 3
+    assert after.value("tornado_app_events_delivered_total") == delivered + 6  # 3 events to 2 subscribers
     # An event nobody subscribed to is published but delivered to no one.
     admin = await api.admin_token(server)
     await api.post("/api/v1/products", {"sku": "M-1", "name": "n", "category": "c", "price_cents": 1},
                    token=admin)
     last = await scrape(api)
-    assert last.value("events_published_total") == published + 4
-    assert last.value("events_delivered_total") == delivered + 6
+    assert last.value("tornado_app_events_published_total") == published + 4
+    assert last.value("tornado_app_events_delivered_total") == delivered + 6
     for ws in watchers:
         ws.close()
 
@@ -231,15 +285,15 @@ class TestDatabaseErrors:
         caplog.set_level(logging.WARNING, logger="tornado_app.request")
         api = Api(f"http://127.0.0.1:{outage_server.port}")
         assert (await api.get("/api/v1/posts")).code == 200
-        assert (await scrape(api)).value("database_errors_total") == 0
+        assert (await scrape(api)).value("tornado_app_database_errors_total") == 0
 
         own_ferretdb.stop()
         for index in range(3):
             response = await api.get("/api/v1/posts", headers={"X-Request-ID": f"outage-{index}"})
             assert_error(response, 503, "service_unavailable")
         metrics = await scrape(api)  # /metrics itself needs no database
-        assert metrics.value("database_errors_total") == 3
-        assert metrics.value("http_requests_total", route="posts.list", method="GET", status="503") == 3
+        assert metrics.value("tornado_app_database_errors_total") == 3
+        assert metrics.value("tornado_app_http_requests_total", route="posts.list", method="GET", status="503") == 3
         # The warning written while serving each request carries that request's id.
         warned = [r for r in caplog.records if "database unavailable" in r.getMessage()]
         assert [getattr(r, "request_id", None) for r in warned] == [f"outage-{i}" for i in range(3)]
@@ -249,7 +303,7 @@ class TestDatabaseErrors:
         while (await api.get("/api/v1/posts")).code != 200:
             assert time.monotonic() < deadline, "no recovery"
             await asyncio.sleep(0.3)
-        assert (await scrape(api)).value("database_errors_total") >= 3
+        assert (await scrape(api)).value("tornado_app_database_errors_total") >= 3
         api.close()
 
 

@@ -158,7 +158,7 @@ async def test_events_keep_flowing_while_redis_is_down_and_after_it_returns(work
 
 async def _redis_gauge(api) -> float:
     text = (await api.http.fetch(api.base_url + "/metrics")).body.decode()
-    [value] = re.findall(r"^redis_connected (\S+)$", text, re.M)
+    [value] = re.findall(r"^tornado_app_redis_connected (\S+)$", text, re.M)
     return float(value)
 
 

@@ -21,7 +21,11 @@ class Deadlines:
     def __init__(self, expire):
         self._expire = expire  # called with the list of polls whose time has come
         self._queues: dict[int, dict] = {}  # timeout in steps -> {poll: None}, oldest first
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        # When the timer fires. Kept here, not read from the handle: uvloop's call_at gives a
+        # plain Handle, without when(), for a time less than 1 ms ahead (a timeout under one
+        # step), and reading it then failed the next poll parked in the same turn.
+        self._timer_at = 0.0
 
     def add(self, poll, timeout: float) -> None:
         """Sets `poll.deadline` and `poll.expiry_queue`."""
@@ -33,7 +37,7 @@ class Deadlines:
         poll.deadline = deadline = loop.time() + steps * TIMEOUT_STEP
         poll.expiry_queue = queue
         queue[poll] = None
-        if self._timer is None or deadline < self._timer.when():
+        if self._timer is None or deadline < self._timer_at:
             self._arm(loop, deadline)
 
     @staticmethod
@@ -53,6 +57,7 @@ class Deadlines:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_at(when, self._fire)
+        self._timer_at = when
 
     def _fire(self) -> None:
         self._timer = None

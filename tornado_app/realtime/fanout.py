@@ -65,11 +65,14 @@ class RedisFanout:
         self._poller = loop.create_task(self._poll_while_disconnected())
 
     async def stop(self) -> None:
-        for task in (self._listener, self._poller):
-            if task is not None:
+        tasks = [t for t in (self._listener, self._poller) if t is not None]
+        # Cancelled until they end: Python 3.11's wait_for loses a cancellation that arrives as
+        # the awaited call completes, and the listener then went on for good (a worker told to
+        # stop just after it connected to Redis never exited).
+        while any(not task.done() for task in tasks):
+            for task in tasks:
                 task.cancel()
-        await asyncio.gather(*(t for t in (self._listener, self._poller) if t),
-                             return_exceptions=True)
+            await asyncio.wait(tasks, timeout=0.1)
         try:
             await asyncio.wait_for(self._client.aclose(), REDIS_TIMEOUT)
         except (asyncio.TimeoutError, RedisError, OSError):

@@ -8,8 +8,11 @@ Each event is serialized once; a subscriber's `deliver(record)` only writes preb
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from itertools import islice
+from typing import Protocol
 
 from ..core.errors import ApiError
 from .record import Record
@@ -26,21 +29,35 @@ REPLAY_BATCH = 1000
 FANOUT_SHARE = 500
 
 
+class Subscriber(Protocol):
+    """What the hub delivers to: one connection's subscription (realtime.subscription.Subscription,
+    whatever the transport)."""
+
+    def deliver(self, record: Record) -> None:
+        """Takes one event of a subscribed channel, in seq order; must not block or raise."""
+
+    def expire(self, epoch: str, oldest_seq: int) -> None:
+        """The log was replaced: every cursor is void, and the hub has dropped the subscriber."""
+
+
 class Hub:
     def __init__(self, event_log, memory: int = 20000):
         self.log = event_log
         self.last_seq = 0
         self.started = False
-        self.channels: dict[str, set] = {}
+        self.channels: dict[str, set[Subscriber]] = {}
         # The newest events, contiguous in seq, so most replays never touch the database.
         self.recent: deque[Record] = deque(maxlen=memory)
         self._ahead: dict[int, dict] = {}
         self._catch_up: asyncio.Task | None = None
         # Events still being handed out: (record, its subscribers when it was dispatched, how
-        # many of them have it). Strictly in seq order: a share of the next event only starts
-        # once every subscriber of the previous one has it.
-        self._outbox: deque[tuple[Record, tuple, int]] = deque()
+        # many of them have it, when it was dispatched). Strictly in seq order: a share of the
+        # next event only starts once every subscriber of the previous one has it.
+        self._outbox: deque[tuple[Record, tuple[Subscriber, ...], int, float]] = deque()
         self.delivered = 0
+        # Hears how long each event took to reach every subscriber here (seconds), once per
+        # event (metrics).
+        self.on_fanout: Callable[[float], None] | None = None
 
     async def start(self) -> None:
         if not self.started:
@@ -49,11 +66,11 @@ class Hub:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, subscriber, channels) -> None:
+    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         for name in channels:
             self.channels.setdefault(name, set()).add(subscriber)
 
-    def unsubscribe(self, subscriber, channels) -> None:
+    def unsubscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         for name in channels:
             subs = self.channels.get(name)
             if subs is not None:
@@ -125,7 +142,7 @@ class Hub:
         if subscribers:
             # A snapshot: whoever subscribes from now on has this event through its replay, and
             # a delivery may drop a slow subscriber, which changes the set.
-            self._outbox.append((record, tuple(subscribers), 0))
+            self._outbox.append((record, tuple(subscribers), 0, time.perf_counter()))
             if len(self._outbox) == 1:
                 self._hand_out()  # nothing ahead of it: the first share goes out at once
 
@@ -133,7 +150,7 @@ class Hub:
         budget = FANOUT_SHARE
         outbox = self._outbox
         while outbox and budget > 0:
-            record, subscribers, done = outbox[0]
+            record, subscribers, done, dispatched = outbox[0]
             end = min(done + budget, len(subscribers))
             for index in range(done, end):
                 try:
@@ -143,9 +160,11 @@ class Hub:
             self.delivered += end - done
             budget -= end - done
             if end < len(subscribers):
-                outbox[0] = (record, subscribers, end)
+                outbox[0] = (record, subscribers, end, dispatched)
             else:
                 outbox.popleft()
+                if self.on_fanout is not None:
+                    self.on_fanout(time.perf_counter() - dispatched)
         if outbox:
             asyncio.get_running_loop().call_soon(self._hand_out)
 
@@ -229,7 +248,7 @@ class Hub:
         self.recent.clear()
         self._ahead.clear()
         self._outbox.clear()
-        subscribers = set()
+        subscribers: set[Subscriber] = set()
         for subs in self.channels.values():
             subscribers.update(subs)
         self.channels = {}

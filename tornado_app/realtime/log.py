@@ -18,6 +18,7 @@ another epoch is known to point into a different history.
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from bson import ObjectId
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 
 META_ID = "event_log"
+
+# Told of every event this process stores, in seq order: the hub (Hub.on_event) and, with several
+# workers, the Redis fan-out (RedisFanout.publish). Must not block or raise.
+EventListener = Callable[[dict], None]
 
 
 def event_public(doc: dict) -> dict:
@@ -47,7 +52,7 @@ class EventLog:
         # Serializes this process's writes, so its own events are stored (and handed on) in
         # seq order; other processes are kept in order by the unique index.
         self._lock = asyncio.Lock()
-        self._listeners = []
+        self._listeners: list[EventListener] = []
         self.published = 0
         self.meta = db["event_log_meta"]
         self.epoch: str | None = None
@@ -73,7 +78,7 @@ class EventLog:
                                    {"$set": {"epoch": uuid.uuid4().hex}})
         return await self.load_epoch()
 
-    def add_listener(self, callback) -> None:
+    def add_listener(self, callback: EventListener) -> None:
         """callback(event_dict) is called, in seq order, for every event this process stores."""
         self._listeners.append(callback)
 

@@ -1,4 +1,5 @@
-"""One connection's subscriptions (WebSocket or SSE): its channels, their cursors, the replay seam.
+"""One connection's subscriptions (WebSocket, SSE or long-poll): its channels, their cursors, and
+the one replay-then-live handover every transport uses (`Subscription.add`).
 
 While a replay from the log runs, live events for the connection are queued; once the replay
 has sent everything up to the hub's position at subscribe time, the queue (all newer) follows.
@@ -6,17 +7,25 @@ Each channel's cursor drops anything already sent on it, so the seam has no gap 
 duplicate.
 """
 
+from collections.abc import Callable
+
+from .hub import Hub
+from .record import Record
+
 REPLAY_PAGE = 1000
 
+Sink = Callable[[Record], None]  # writes one record's prebuilt bytes to the client
+OnExpired = Callable[[str, int], None]  # (epoch, oldest_seq): the log was replaced
 
-def _nowhere(record) -> None:
+
+def _nowhere(record: Record) -> None:
     pass
 
 
 class Subscription:
     __slots__ = ("hub", "sink", "channels", "queue", "on_expired")
 
-    def __init__(self, hub, sink, on_expired=None):
+    def __init__(self, hub: Hub, sink: Sink, on_expired: OnExpired | None = None):
         self.hub = hub
         self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
         # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
@@ -35,7 +44,7 @@ class Subscription:
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
-    def deliver(self, record) -> None:
+    def deliver(self, record: Record) -> None:
         if self.queue is not None:
             self.queue.append(record)
             return
@@ -44,40 +53,55 @@ class Subscription:
             self.channels[record.channel] = record.seq
             self.sink(record)
 
-    def add_live(self, channels: list[str]) -> None:
-        """Subscribes from now on (no replay)."""
+    def add_live(self, channels: list[str]) -> int:
+        """Subscribes from now on (no replay); returns the hub's position."""
         new = [name for name in channels if name not in self.channels]
         last_seq = self.hub.last_seq
         for name in new:
             self.channels[name] = last_seq
         self.hub.subscribe(self, new)
+        return last_seq
 
     async def add(self, channels: list[str], since: int | None, on_subscribed=None,
-                  epoch: str | None = None) -> None:
-        """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event."""
+                  epoch: str | None = None, limit: int | None = None) -> int:
+        """Subscribes; `on_subscribed()` runs once the cursor is known good, before any event.
+
+        With `since`, the events after it are replayed from the log, then live ones follow: the
+        handover. `limit` is for a consumer that takes no more than that many events (a
+        long-poll's answer): the replay reads no more, and a replay that reaches it ends the
+        subscription. Returns the hub's position when live delivery began (the seam).
+        """
         hub = self.hub
         if since is not None:
             await hub.check_cursor(since, epoch)
         if on_subscribed is not None:
             on_subscribed()
         if since is None:
-            self.add_live(channels)
-            return
+            return self.add_live(channels)
         new = [name for name in channels if name not in self.channels]
+        # No `await` from here to `up_to = ...`: the hub must not dispatch an event between the
+        # subscription and the reading of its position, or that event would be neither queued
+        # (not yet subscribed) nor replayed (past `up_to`). Everything at or below `up_to` comes
+        # from the replay; everything above it reaches the queue.
         self.queue = []  # live events wait here (any channel's) until the replay is sent
         for name in new:
             self.channels[name] = since
         hub.subscribe(self, new)
         up_to = hub.last_seq
         try:
-            after = since
+            after, sent = since, 0
             while True:
-                page = await hub.replay(channels, after, up_to, limit=REPLAY_PAGE)
+                page_size = REPLAY_PAGE if limit is None else min(REPLAY_PAGE, limit - sent)
+                page = await hub.replay(channels, after, up_to, limit=page_size)
                 for record in page:
                     if self.queue is None:
-                        return  # closed during the replay
+                        return up_to  # closed during the replay
                     self.sink(record)
-                if len(page) < REPLAY_PAGE:
+                sent += len(page)
+                if limit is not None and sent >= limit:
+                    self.close()  # the consumer is full: nothing more goes to it
+                    return up_to
+                if len(page) < page_size:
                     break
                 after = page[-1].seq
             for name in channels:
@@ -89,7 +113,14 @@ class Subscription:
         finally:
             queued, self.queue = self.queue, None
             for record in queued or ():
-                self.deliver(record)
+                self.deliver(record)  # dropped by the cursors if already replayed
+        return up_to
+
+    def retarget(self, sink: Sink, on_expired: OnExpired | None = None) -> None:
+        """Hands the live events to another consumer (a long-poll that leaves Tornado to wait),
+        with no moment without a subscription: nothing published meanwhile can be missed."""
+        self.sink = sink
+        self.on_expired = on_expired
 
     def remove(self, channels) -> None:
         present = [name for name in channels if name in self.channels]

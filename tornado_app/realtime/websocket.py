@@ -56,7 +56,10 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    return server_frame(OP_CLOSE, struct.pack("!H", code) + reason.encode("utf-8")[:123])
+    # A control frame holds 125 bytes: the code and 123 of the reason, cut between characters
+    # (a reason cut inside one is not UTF-8, and the peer would fail the connection with 1007).
+    reason_bytes = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return server_frame(OP_CLOSE, struct.pack("!H", code) + reason_bytes)
 
 
 def _valid_close_code(code: int) -> bool:

@@ -19,11 +19,13 @@ class GcPauses:
         self.longest = 0.0
         self.count = 0
         self.total = 0.0
-        self._histogram = None
+        self._pending = None
         self._started = 0.0
 
-    def attach(self, histogram) -> None:
-        self._histogram = histogram
+    def attach(self, pending) -> None:
+        """Each pause goes to `pending` (a deque, Metrics.gc_pauses) as (generation, seconds):
+        metrics are recorded outside this callback, which runs wherever a collection starts."""
+        self._pending = pending
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -33,8 +35,8 @@ class GcPauses:
         self.count += 1
         self.total += pause
         self.longest = max(self.longest, pause)
-        if self._histogram is not None:
-            self._histogram.labels(generation_label(info.get("generation"))).observe(pause)
+        if self._pending is not None:
+            self._pending.append((generation_label(info.get("generation")), pause))
 
     def install(self) -> None:
         if self._callback not in gc.callbacks:

@@ -1,7 +1,9 @@
-"""JSON logs, one object per line; every request is logged with its id, route and timing."""
+"""Logs on stderr, JSON (one object per line) or console lines for a person in a terminal; every
+request is logged with its id, route and timing."""
 
 import json
 import logging
+import os
 import sys
 import time
 from contextvars import ContextVar
@@ -36,9 +38,48 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
+class ConsoleFormatter(logging.Formatter):
+    """`12:00:01.234 INFO  tornado_app.access  GET /api/v1/posts 200  request_id=… duration_ms=…`:
+    the same fields as the JSON lines, for reading in a terminal."""
+
+    COLORS = {"DEBUG": "\033[2m", "INFO": "\033[32m", "WARNING": "\033[33m",
+              "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
+    DIM, RESET = "\033[2m", "\033[0m"
+
+    def __init__(self, color: bool):
+        super().__init__()
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        level = f"{record.levelname:<7}"
+        extras = " ".join(f"{key}={value}" for key, value in vars(record).items()
+                          if key not in _STANDARD and not key.startswith("_") and value is not None
+                          and key not in ("method", "path", "status"))
+        if self.color:
+            level = self.COLORS.get(record.levelname, "") + level + self.RESET
+            extras = extras and self.DIM + extras + self.RESET
+        line = f"{stamp} {level} {record.name}  {record.getMessage()}"
+        if extras:
+            line += "  " + extras
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def use_color(stream) -> bool:
+    """Colour on a terminal, or when FORCE_COLOR is set; never with NO_COLOR."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(ConsoleFormatter(use_color(sys.stderr)) if fmt == "console"
+                         else JsonFormatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

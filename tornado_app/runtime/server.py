@@ -64,6 +64,7 @@ class Server:
             self.fanout.start()
         ctx.connections.start()
         ctx.grants.start()
+        ctx.metrics.start()
         self.http = CappedHTTPServer(
             make_app(ctx), max_body_size=TORNADO_MAX_BODY,
             idle_connection_timeout=settings.http_idle_timeout,
@@ -153,4 +154,5 @@ class Server:
             await ctx.outbox.stop()
             if self.fanout is not None:
                 await self.fanout.stop()
+            ctx.metrics.stop()
             await ctx.db.close()

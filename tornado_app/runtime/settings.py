@@ -1,5 +1,7 @@
-"""Every setting of the server, read once from the environment and validated at start."""
+"""Every setting of the server, read once at start from the environment and a `.env` file (the
+environment wins), and validated."""
 
+import os
 import re
 import resource
 from pathlib import Path
@@ -21,12 +23,21 @@ def _default_max_connections() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # The `.env` file is named by load_settings (ENV_FILE); a variable of the process environment
+    # wins over the same one in the file, and both over the defaults. An empty value (`NAME=`,
+    # as a copied .env.example may have) is the default.
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
+                                      env_file_encoding="utf-8", env_ignore_empty=True)
 
     app_env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8888, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `console`: one coloured, human-readable line per record (colour only on a terminal or with
+    # FORCE_COLOR); `json`: one object per line. `auto`: console under `serve --dev`, else json.
+    log_format: Literal["auto", "console", "json"] = "auto"
+    # Autoreload on a change of the code, one worker, console logs (`make dev`, `serve --dev`).
+    dev: bool = False
     data_dir: Path = Path("./var")
 
     mongodb_uri: str | None = None
@@ -109,9 +120,18 @@ class SettingsError(Exception):
     """A setting from the environment is invalid; the message names each one."""
 
 
+# The file read for settings: ENV_FILE names another one, and ENV_FILE= (empty) reads none (the
+# test suite does that, so a developer's .env cannot change what the tests run against).
+DEFAULT_ENV_FILE = ".env"
+
+
+def env_file() -> str | None:
+    return os.environ.get("ENV_FILE", DEFAULT_ENV_FILE) or None
+
+
 def load_settings(**overrides) -> Settings:
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=env_file(), **overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

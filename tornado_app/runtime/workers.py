@@ -2,7 +2,8 @@
 
 The parent binds the port, forks the workers, forwards SIGTERM/SIGINT to them, restarts one
 that crashes, and returns when all have exited. Nothing async runs in the parent, so no
-event loop or database client is ever inherited across fork().
+event loop or database client is ever inherited across fork(). It also keeps the directory the
+workers share their metrics in (metrics_multiprocess.py).
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import time
 from tornado.netutil import bind_sockets
 
 from .embedded import die_with_parent
+from .metrics_multiprocess import SharedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
     `on_other_exit(pid, exit_code, stopping)` hears of any other child that exits (the embedded
     database), `stopping()` telling whether the parent is shutting down."""
     sockets = bind_sockets(settings.port, settings.host)
+    # Before the first fork: every worker writes its metrics where any of them reads them all.
+    metrics = SharedMetrics.prepare()
     children: dict[int, int] = {}
     stopping = False
 
@@ -73,6 +77,7 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
             if on_other_exit is not None:
                 on_other_exit(pid, code, lambda: stopping)
             continue
+        metrics.worker_exited(pid)  # its open connections no longer count
         if not stopping and code != 0:
             failures += 1
             log.warning("worker %d exited with %d; starting it again", index, code)
@@ -80,4 +85,5 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
             spawn(index)
     for sock in sockets:
         sock.close()
+    metrics.close()
     return 0

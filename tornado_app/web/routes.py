@@ -8,6 +8,7 @@ API = "/api/v1"
 ID = r"(?P<{}>[^/]+)"
 
 ROUTES = [
+    (r"/", docs.RootHandler),
     (r"/health", health.HealthHandler),
     (r"/health/ready", health.ReadyHandler),
     (r"/metrics", health.MetricsHandler),

@@ -1,23 +1,26 @@
-"""Long-poll `/api/v1/poll`."""
+"""Long-poll `/api/v1/poll`: the request, the handover from the log to live events, and the
+answer, at once or from a parked poll (tornado_app/realtime/transports/parked_poll.py)."""
 
-from tornado_app.web.openapi import operation
-from tornado_app.realtime.transports.parked_poll import POLL_MAX_EVENTS, poll_body
-from tornado_app.schemas.notifications import PollQuery, PollResponse
+import time
 
 from handlers.base import BaseHandler
+from tornado_app.schemas.notifications import PollQuery, PollResponse
+from tornado_app.web.detached_http import response_head, take_socket
+from tornado_app.web.openapi import operation
+
+from ..subscription import Subscription
+from .parked_poll import POLL_MAX_EVENTS, TakenRequest, poll_body
 
 
 class PollHandler(BaseHandler):
     """Long-poll: answers at once when there are events after `since`, else parks the poll
-    (tornado_app/realtime/transports/parked_poll.py) until one arrives or the timeout."""
+    until one arrives or the timeout."""
 
     route_name = "realtime.poll"
 
     def initialize(self, **kwargs) -> None:
         super().initialize(**kwargs)
-        self.records = None  # events collected while the log is read; None once the client left
-        self.cursor = 0
-        self.channels = ()
+        self.subscription = None
         self.expired = False  # the log was replaced while it was read
 
     @operation(summary="Long-poll for events after a cursor", query=PollQuery,
@@ -27,47 +30,52 @@ class PollHandler(BaseHandler):
         params = self.query()
         channels = await self.readable_channels(params.channels)
         hub = self.ctx.hub
-        if params.since is not None:
-            await hub.check_cursor(params.since, params.epoch)
-        # Subscribed before the log is read, so nothing published meanwhile is missed.
-        self.records = []
-        self.channels = channels
-        hub.subscribe(self, channels)
-        up_to = hub.last_seq
-        self.cursor = up_to if params.since is None else params.since
+        records = []  # what the answer carries: the replay, then live events, in seq order
+
+        def collect(record) -> None:
+            if len(records) < POLL_MAX_EVENTS:  # the client asks again from the cursor
+                records.append(record)
+
+        self.subscription = subscription = Subscription(hub, collect, self._log_replaced)
         try:
-            if params.since is not None and params.since < up_to:
-                replayed = await hub.replay(channels, params.since, up_to, POLL_MAX_EVENTS)
-                if self.records is not None:
-                    self.records[:0] = replayed  # live ones collected meanwhile are all newer
-            records = self.records
-        finally:  # also when the log cannot be read: the hub must not keep this handler
-            self._unsubscribe()
+            up_to = await subscription.add(channels, params.since, epoch=params.epoch,
+                                           limit=POLL_MAX_EVENTS)
+        except BaseException:  # also when the log cannot be read: the hub must not keep it
+            subscription.close()
+            raise
+        cursor = up_to if params.since is None else params.since
         if self.expired:
+            subscription.close()
             raise await hub.expired_error(
                 "the event log was replaced: reload your state and poll again without since")
-        if records is None or self.request.connection.stream.closed():
+        if self.request.connection.stream.closed():
+            subscription.close()
             return  # the client went away meanwhile
-        records = records[:POLL_MAX_EVENTS]
         # A parked poll writes its answer itself, body and all: HEAD answers at once instead.
         if records or self.ctx.connections.shutting_down or self.request.method == "HEAD":
-            self.finish(poll_body(records, records[-1].seq if records else self.cursor,
+            subscription.close()
+            self.finish(poll_body(records, records[-1].seq if records else cursor,
                                   hub.log.epoch))
         else:
-            self.ctx.parked_polls.park(self, channels, self.cursor, params.timeout)
+            # The subscription goes on in the parked poll: live events keep arriving throughout.
+            self.subscription = None
+            self.ctx.parked_polls.park(self._leave_tornado(), subscription, records, cursor,
+                                       params.timeout)
 
-    def deliver(self, record) -> None:
-        if self.records is not None and record.seq > self.cursor:
-            self.records.append(record)
+    def _leave_tornado(self) -> TakenRequest:
+        """The connection, out of Tornado, with what the parked poll needs to answer on it."""
+        head, head_end, keep_alive = response_head(self)
+        started = time.time() - self.request.request_time()
+        request_id, user, family, expires = (self.request_id, self.user, self.token_family,
+                                             self.token_expires)
+        sock, unread = take_socket(self)  # Tornado is done with the request from here on
+        return TakenRequest(sock, unread, head, head_end, keep_alive, started, request_id, user,
+                            family, expires)
 
-    def expire(self, epoch: str, oldest_seq: int) -> None:
+    def _log_replaced(self, epoch: str, oldest_seq: int) -> None:
         self.expired = True
-
-    def _unsubscribe(self) -> None:
-        if self.records is not None:
-            self.records = None
-            self.ctx.hub.unsubscribe(self, self.channels)
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
-        self._unsubscribe()
+        if self.subscription is not None:
+            self.subscription.close()

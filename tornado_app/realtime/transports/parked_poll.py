@@ -14,8 +14,8 @@ import logging
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 
-from ...web.detached_http import response_head, take_socket
 from ...runtime.logs import access_log, log_access
 from ..channels import disallowed
 from ..deadlines import Deadlines
@@ -30,6 +30,23 @@ ANSWERS_PER_TURN = 1000
 HAND_BACK_PER_TURN = 500
 
 
+@dataclass(slots=True)
+class TakenRequest:
+    """A long-poll request whose connection has left Tornado (tornado_app/web/detached_http.py):
+    all a parked poll needs of it."""
+
+    socket: socket.socket
+    unread: bytes  # what had been read past the request (a pipelined next one)
+    head: bytes  # the answer's head up to Content-Length, and the rest of it
+    head_end: bytes
+    keep_alive: bool
+    started: float  # time.time() when the request arrived
+    request_id: str
+    user: dict | None
+    family: str | None  # the access token's family and exp, for realtime.grants
+    expires: float | None
+
+
 def poll_body(records, cursor: int, epoch: str | None) -> bytes:
     return (b'{"events":[' + b",".join(record.json for record in records)
             + b'],"cursor":%d,"epoch":%s}' % (cursor, json.dumps(epoch).encode()))
@@ -39,13 +56,14 @@ class ParkedPoll:
     """One waiting long-poll. `records` is None once it has been answered or its client left."""
 
     __slots__ = ("parking", "socket", "fd", "head", "head_end", "keep_alive", "unread",
-                 "channels", "cursor", "records", "deadline", "expiry_queue", "started",
+                 "subscription", "cursor", "records", "deadline", "expiry_queue", "started",
                  "request_id", "user_id", "unsent", "user", "family", "expires")
 
     def deliver(self, record) -> None:
+        """The sink of its subscription (realtime.subscription), which drops what is not newer."""
         records = self.records
         # Past the limit an event would not be sent anyway: the client asks again from the cursor.
-        if records is None or record.seq <= self.cursor or len(records) >= POLL_MAX_EVENTS:
+        if records is None or len(records) >= POLL_MAX_EVENTS:
             return
         records.append(record)
         if len(records) == 1:
@@ -69,7 +87,7 @@ class ParkedPoll:
             self.answer()
 
     def grant_changed(self, user: dict) -> None:
-        if disallowed(user, self.channels)[1]:
+        if disallowed(user, self.subscription.channels)[1]:
             self.grant_lost("forbidden", "")
         else:
             self.user = user
@@ -110,36 +128,39 @@ class PollParking:
 
     # --- parking ---------------------------------------------------------------------------
 
-    def park(self, handler, channels, cursor: int, timeout: float) -> None:
-        """Takes `handler`'s connection away from Tornado and waits for events after `cursor`.
+    def park(self, request: TakenRequest, subscription, records: list, cursor: int,
+             timeout: float) -> None:
+        """Waits on `request`'s connection for events after `cursor`.
 
-        Called with nothing collected yet, right after the handler's own subscription ended, so
-        no event published meanwhile is missed.
+        `subscription` (live, its replay done) goes on feeding `records` (what it collected so
+        far, usually nothing), now through the parked poll: it is never unsubscribed in
+        between, so no event published meanwhile is missed.
         """
         poll = ParkedPoll()
         poll.parking = self
-        poll.head, poll.head_end, poll.keep_alive = response_head(handler)
-        poll.started = time.time() - handler.request.request_time()
-        poll.request_id = handler.request_id
-        poll.user_id = str(handler.user["_id"]) if handler.user else None
-        poll.socket, poll.unread = take_socket(handler)
+        poll.head, poll.head_end, poll.keep_alive = request.head, request.head_end, request.keep_alive
+        poll.started = request.started
+        poll.request_id = request.request_id
+        poll.user_id = str(request.user["_id"]) if request.user else None
+        poll.socket, poll.unread = request.socket, request.unread
         poll.fd = poll.socket.fileno()
-        poll.channels = channels
+        poll.subscription = subscription
         poll.cursor = cursor
-        poll.records = []
+        poll.records = records
         poll.unsent = None
         poll.user = poll.family = poll.expires = None
-        if handler.user is not None and disallowed(None, channels)[1]:
-            poll.user, poll.family, poll.expires = (handler.user, handler.token_family,
-                                                    handler.token_expires)
+        if request.user is not None and disallowed(None, subscription.channels)[1]:
+            poll.user, poll.family, poll.expires = request.user, request.family, request.expires
             self.grants.add(poll)
         # The answer goes in one write; no need to wait for an ACK before its last segment.
         poll.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sockets_held += 1
-        self.hub.subscribe(poll, channels)
+        subscription.retarget(poll.deliver, poll.expire)
         self.connections.polls.add(poll)
         self._deadlines.add(poll, timeout)
         asyncio.get_running_loop().add_reader(poll.fd, self._readable, poll)
+        if records:
+            self.ready(poll)
 
     def _readable(self, poll: ParkedPoll) -> None:
         """The client hung up, or sent its next request before this one was handed back."""
@@ -165,7 +186,7 @@ class PollParking:
         # The socket stays watched until it is closed or handed back, so the turns that answer
         # do not also pay for unregistering it.
         poll.records = None
-        self.hub.unsubscribe(poll, poll.channels)
+        poll.subscription.close()
         if poll.family is not None:
             self.grants.discard(poll)
         self.connections.polls.discard(poll)

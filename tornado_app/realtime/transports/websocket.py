@@ -11,6 +11,10 @@ from handlers.base import BaseHandler
 
 class EventsSocket(BaseHandler):
     route_name = "realtime.ws"
+    # What runs on the socket once it is upgraded. The Autobahn suite (tests/test_autobahn.py)
+    # mounts a subclass with an echo session, so the protocol is tested through this same
+    # upgrade; no echo endpoint exists in the app itself.
+    session_class = EventSession
 
     @operation(summary="WebSocket: subscribe to channels and receive events",
                description="Upgrade with `Upgrade: websocket`. Client ops: subscribe (channels, "
@@ -52,11 +56,11 @@ class EventsSocket(BaseHandler):
         return self.get_query_argument("access_token", None)
 
     def _upgrade(self, key: str, claims) -> None:
-        """Answers 101 and hands the socket to an EventSession; Tornado is done with it."""
+        """Answers 101 and hands the socket to the session; Tornado is done with it."""
         handshake = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Request-ID: %s\r\n"
                      b"\r\n" % (accept_key(key).encode(), self.request_id.encode()))
         self.set_status(101)
         self.application.log_request(self)
         sock, received = take_socket(self)
-        EventSession(sock, self.ctx, self.user, claims).start(handshake, received)
+        self.session_class(sock, self.ctx, self.user, claims).start(handshake, received)
