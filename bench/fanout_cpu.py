@@ -70,25 +70,28 @@ class Counted:
         self.subscriber.deliver(record)
 
 
-async def measure(subscribers: int, runs: int, metrics: str = "none") -> list[float]:
+async def measure(subscribers: int, runs: int, metrics: str = "none", deflate=None,
+                  data: dict | None = None) -> list[float]:
+    """`deflate`: the sessions' permessage-deflate parameters (None: plain); `data`: the
+    event's data (default: a short post)."""
     hub = Hub(event_log=None)
     hub.started = True
     settings = SimpleNamespace(ws_max_message_bytes=65536, ws_max_pending_bytes=1 << 20,
                                ws_max_messages_per_second=50.0)
     ctx = SimpleNamespace(settings=settings, hub=hub,
                           connections=SimpleNamespace(sockets=set(), shutting_down=False))
-    sessions = [EventSession(NullSocket(), ctx, None) for _ in range(subscribers)]
+    sessions = [EventSession(NullSocket(), ctx, None, None, deflate) for _ in range(subscribers)]
     for session in sessions:
         session.subscription.add_live(["posts"])
     instrument(hub, metrics)
     timings = []
     for _ in range(runs):
         event = {"seq": hub.last_seq + 1, "channel": "posts", "type": "post.created",
-                 "data": {"id": "6560f0c2a1b2c3d4e5f60718", "title": "t" * 40},
+                 "data": data or {"id": "6560f0c2a1b2c3d4e5f60718", "title": "t" * 40},
                  "created_at": "2026-11-22T00:00:00Z"}
         start = time.perf_counter()
         hub.on_event(event)
-        while hub._outbox:  # the shares of later turns
+        while hub._turns:  # the shares of later turns
             await asyncio.sleep(0)
         timings.append(time.perf_counter() - start)
     return timings

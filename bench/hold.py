@@ -38,7 +38,8 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
         path = target.ws_path if kind == "ws" else target.poll_path
         with Fleet(kind, n, "127.0.0.1", target.port, path,
                    token=target.token if kind == "ws" else None,
-                   per_process=mode.per_process) as fleet:
+                   per_process=mode.per_process,
+                   deflate=getattr(target, "offer_deflate", False)) as fleet:
             pids = target.pids()
             procs.settle(pids)
             gc_scrapes = [gcstats.scrape(target.port)] if gc_seen else []
@@ -80,7 +81,8 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
             out["trigger"] = target.trigger()
             got = fleet.collect(DELIVERY_TIMEOUT)
             t_end = time.time()
-            out.update(got=got["got"],
+            out.update(got=got["got"], event_wire_bytes=got["wire_bytes"],
+                       got_compressed=got["compressed"],
                        first_ms=ms(got["first"] - t0) if got["first"] else None,
                        last_ms=ms(got["last"] - t0) if got["last"] else None,
                        spread_ms=ms(got["last"] - got["first"]) if got["first"] else None)

@@ -14,7 +14,8 @@ import socket
 import time
 
 from . import procs
-from .wsproto import PollClient, Tally, WsClient, client_frame, poll_request, ws_upgrade_request
+from .wsproto import (PollClient, Tally, WsClient, client_frame, deflated, poll_request,
+                      ws_upgrade_request)
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 CONNECT_TIMEOUT = 30.0
@@ -24,7 +25,10 @@ TOTAL_IN_FLIGHT = 96  # handshakes in flight across all processes: under Tornado
 # dropped SYNs come back a second later. Each poll keeps its slot this long after connecting,
 # which caps the client at TOTAL_IN_FLIGHT / POLL_PACE = 3,200 new polls per second.
 POLL_PACE = 0.03
-SUBSCRIBE = client_frame(0x1, b'{"op":"subscribe","channels":["posts"]}')
+SUBSCRIBE_OP = b'{"op":"subscribe","channels":["posts"]}'
+SUBSCRIBE = client_frame(0x1, SUBSCRIBE_OP)
+# Where permessage-deflate was accepted, the subscribe goes compressed, as a browser sends it.
+SUBSCRIBE_DEFLATED = client_frame(0x1, deflated(SUBSCRIBE_OP), rsv=0x40)
 
 
 class Worker:
@@ -49,7 +53,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(spec["in_flight"])
         if spec["kind"] == "ws":
-            request = ws_upgrade_request(spec["host"], spec["port"], spec["path"], spec.get("token"))
+            request = ws_upgrade_request(spec["host"], spec["port"], spec["path"], spec.get("token"),
+                                         spec.get("deflate", False))
             factory = WsClient
         else:
             request = poll_request(spec["host"], spec["port"], spec["path"])
@@ -93,7 +98,7 @@ class Worker:
         tally.all_acked = asyncio.get_running_loop().create_future()
         start = time.time()
         for client in self.clients:
-            client.send(SUBSCRIBE)
+            client.send(SUBSCRIBE_DEFLATED if client.deflate else SUBSCRIBE)
         try:
             await asyncio.wait_for(tally.all_acked, timeout)
         except asyncio.TimeoutError:
@@ -118,7 +123,8 @@ class Worker:
         except asyncio.TimeoutError:
             pass
         return {"expected": tally.expected, "got": tally.got, "first": tally.first,
-                "last": tally.last, "errors": self._take_errors()}
+                "last": tally.last, "wire_bytes": tally.wire_bytes,
+                "compressed": tally.compressed, "errors": self._take_errors()}
 
     async def cmd_count(self) -> dict:
         return {"open": sum(c.transport is not None for c in self.clients),
@@ -159,7 +165,10 @@ class Fleet:
     """`total` connections of one kind ("ws" or "poll") spread over client processes."""
 
     def __init__(self, kind: str, total: int, host: str, port: int, path: str,
-                 token: str | None = None, per_process: int = 5000):
+                 token: str | None = None, per_process: int = 5000, worker=None,
+                 extra: dict | None = None, deflate: bool = False):
+        """`worker(conn, spec)`: the client processes' main (default: `worker_main`); `extra`
+        goes into every process's spec; `deflate`: offer permessage-deflate."""
         nprocs = max(2, math.ceil(total / per_process))
         ctx = mp.get_context("spawn")
         self.conns, self.processes = [], []
@@ -167,10 +176,11 @@ class Fleet:
         for i in range(nprocs):
             count = total // nprocs + (1 if i < total % nprocs else 0)
             spec = {"kind": kind, "host": host, "port": port, "path": path, "token": token,
+                    "deflate": deflate,
                     "count": count, "source": procs.next_source_address(),
-                    "in_flight": max(8, TOTAL_IN_FLIGHT // nprocs)}
+                    "in_flight": max(8, TOTAL_IN_FLIGHT // nprocs), **(extra or {})}
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
+            process = ctx.Process(target=worker or worker_main, args=(child, spec), daemon=True)
             process.start()
             self.conns.append(parent)
             self.processes.append(process)
@@ -217,8 +227,11 @@ class Fleet:
         replies = self.command("collect", timeout, timeout=timeout + 30)
         firsts = [r["first"] for r in replies if r["first"] is not None]
         lasts = [r["last"] for r in replies if r["last"] is not None]
+        sizes = [r["wire_bytes"] for r in replies if r.get("wire_bytes") is not None]
         return {"expected": sum(r["expected"] for r in replies),
                 "got": sum(r["got"] for r in replies),
+                "wire_bytes": sizes[0] if sizes else None,
+                "compressed": sum(r.get("compressed", 0) for r in replies),
                 "first": min(firsts) if firsts else None, "last": max(lasts) if lasts else None}
 
     def open_count(self) -> int:

@@ -12,9 +12,12 @@ from . import machine
 from .config import ROOT
 from .stats import ratios, summary
 
+RATE_FULL = (15000, 20, 30)  # bench/rate.py FULL
+
 KB = 1024
 PEERS = ("tornado", "fastapi")
-LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn"}
+LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn",
+          "before": "before (another checkout)"}
 
 
 def report_path(mode):
@@ -202,6 +205,60 @@ def _single(data, target, rows) -> list[str]:
     return lines
 
 
+DEFLATE_LABELS = {"ours-plain": "ours, plain clients", "ours-deflate": "ours, deflate clients",
+                  "tornado-deflate": "bare Tornado, compression on",
+                  "websockets-deflate": "websockets, default compression"}
+DEFLATE_ROWS = [
+    (LOAD_ROW, lambda r: r["loadavg_start"], 1, 1),
+    ("connections held", lambda r: r.get("subscribed", r["opened"]), 0, 1),
+    ("connections whose event came compressed", lambda r: r["got_compressed"], 0, 1),
+    ("**event frame on the wire (bytes)**", lambda r: r["event_wire_bytes"], 0, 1),
+    ("**server memory per idle connection (KB)**", lambda r: r["bytes_per_conn"], 2, 1 / KB),
+    ("**event sent → last connection has it (ms)**", lambda r: r["last_ms"], 1, 1),
+    ("first → last connection (ms): the fan-out itself", lambda r: r["spread_ms"], 1, 1),
+    ("server CPU seconds while opening", lambda r: r["server_cpu_open_s"], 1, 1),
+]
+
+
+def section_deflate(data) -> list[str]:
+    """permessage-deflate side by side: ratios of ours with deflate clients to each other."""
+    present = [t for t in DEFLATE_LABELS if any(t in run for run in data.get("runs", []))]
+    others = [t for t in present if t != "ours-deflate"]
+    head = ["figure"] + [DEFLATE_LABELS[t] for t in present] + \
+        [f"ours deflate / {DEFLATE_LABELS[t]} per run" for t in others]
+    lines = ["## WebSocket compression (permessage-deflate)", "",
+             "N subscribers per target, idle, then one typical post event (1 KB of prose in "
+             "`content`) to all of them. Clients that offer send what a browser sends "
+             "(`permessage-deflate; client_max_window_bits`), send their subscribe compressed "
+             "and inflate the event. Ours compresses each event once for every compressed "
+             "subscriber (`server_no_context_takeover`); Tornado and websockets keep a "
+             "compressor per connection and compress once per subscriber. Peers broadcast an "
+             "event of the same shape and content (`GET /broadcast` for websockets).", "",
+             f"Command: `{data['command']}`", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    no_ratio = {LOAD_ROW, "connections held", "connections whose event came compressed"}
+    for label, pick, digits, scale in DEFLATE_ROWS:
+        values = {t: per_run(data, t, pick) for t in present}
+        row = [label] + [cell(values[t], digits, scale) for t in present]
+        row += ["" if label in no_ratio or "ours-deflate" not in values
+                else ratio_cell(values["ours-deflate"], values[t]) for t in others]
+        lines.append("| " + " | ".join(row) + " |")
+    extra = [None if d is None or p is None else (d - p) / KB for d, p in
+             zip(per_run(data, "ours-deflate", lambda r: r["bytes_per_conn"]),
+                 per_run(data, "ours-plain", lambda r: r["bytes_per_conn"]))]
+    lines += ["", "Memory a compressed subscriber costs over a plain one (KB, ours-deflate − "
+              "ours-plain per run; the target is ≤ 3): " + cell(extra, 2) + ".", ""]
+    cpu = data.get("fanout_cpu") or {}
+    if cpu.get("plain"):
+        lines += [f"Ours' fan-out in-process (`bench/fanout_cpu.py`: the real hub and sessions, "
+                  f"sockets that send nothing; {cpu['subscribers']:,} subscribers, the same "
+                  "event; ms, median of 15 events per run): plain sessions "
+                  f"{cell(cpu['plain'], 2)}, compressed sessions {cell(cpu['deflate'], 2)}; "
+                  "compressed/plain per run: " + ratio_cell(cpu["deflate"], cpu["plain"]) + ".",
+                  ""]
+    return lines
+
+
 def section_http(data) -> list[str]:
     cmds = sorted({r[t][k]["command"].split(" http")[0] for r in data.get("runs", [])
                    for t in r if "error" not in r[t] for k in ("hello", "post")})
@@ -247,6 +304,113 @@ def section_writes(data) -> list[str]:
                      + ratio_cell(per_run(data, "after", pick), per_run(data, "before", pick))
                      + " |")
     return lines + [""]
+
+
+STORM_ROWS = [
+    (LOAD_ROW, lambda r: r["loadavg_start"], 1, 1),
+    ("subscribers dropped, then reconnecting at once with since", lambda r: r["dropped"], 0, 1),
+    ("resumed (ack and every missed event received)", lambda r: r["resumed"], 0, 1),
+    ("seconds until the last has resumed", lambda r: r["last_resumed_s"], 2, 1),
+    ("seconds until half have resumed", lambda r: r["p50_resumed_s"], 2, 1),
+    ("seconds until the last is connected (101 received)", lambda r: r["connected_s"], 2, 1),
+    ("listen-queue overflows (TcpExtListenOverflows, whole machine)",
+     lambda r: r["tcp"]["ListenOverflows"], 0, 1),
+    ("SYN cookies sent (TcpExtSyncookiesSent)", lambda r: r["tcp"]["SyncookiesSent"], 0, 1),
+    ("server CPU seconds from the first reconnect to the last resumed",
+     lambda r: r["server_cpu_s"], 2, 1),
+    ("client errors", lambda r: sum(r["client_errors"].values()), 0, 1),
+]
+
+RATE_ROWS = [
+    (LOAD_ROW, lambda r: r["loadavg_start"], 1, 1),
+    ("subscribers", lambda r: r["held"], 0, 1),
+    ("events published (per second × seconds)", lambda r: r["published"], 0, 1),
+    ("delivery latency p50 (ms)", lambda r: r["p50_ms"], 0, 1),
+    ("delivery latency p99 (ms)", lambda r: r["p99_ms"], 0, 1),
+    ("delivery latency max (ms)", lambda r: r["max_ms"], 0, 1),
+    ("server CPU per delivered event (µs)", lambda r: r["cpu_us_per_delivered"], 2, 1),
+    ("publishing request (ours: POST /api/v1/posts), p50 ms", lambda r: r["publish_p50_ms"], 0, 1),
+    ("publishing request, max ms", lambda r: r["publish_max_ms"], 0, 1),
+    ("ours: events per write (events_delivered ÷ event_handovers)",
+     lambda r: r["events_per_write"], 2, 1),
+    ("events not delivered (of subscribers × published)", lambda r: r["undelivered"], 0, 1),
+    ("seconds from the last publish to the last delivery",
+     lambda r: r["last_after_publishing_s"], 2, 1),
+    ("client CPU seconds (all client processes, same window)", lambda r: r["client_cpu_s"], 1, 1),
+]
+NO_RATIO |= {STORM_ROWS[0][0], STORM_ROWS[1][0], STORM_ROWS[2][0], "subscribers",
+             "events published (per second × seconds)", "client errors",
+             "events not delivered (of subscribers × published)",
+             "ours: events per write (events_delivered ÷ event_handovers)"}
+
+
+def section_storm(data) -> list[str]:
+    settings = data.get("tcp_settings") or {}
+    return ["## Reconnect storm", "",
+            "N WebSockets subscribed to `posts` (opened at most 96 handshakes at a time), one "
+            f"event, then every connection is dropped and {data.get('missed', 3)} events are "
+            "published; then all "
+            "reconnect at once (every client process opens all its connections together) and "
+            "subscribe with `since` = the last seq each had. A connection has resumed once its "
+            "`subscribed` ack and the missed events have arrived. Listen-queue overflows are "
+            "the kernel's TcpExtListenOverflows counter over the reconnect (per network "
+            "namespace: anything else overflowing a queue meanwhile counts too).", "",
+            "Kernel settings: " + ", ".join(f"`{k}` = {v}" for k, v in settings.items()), "",
+            f"Command: `{'STORM_BEFORE=' + data['before'] + ' ' if data.get('before') else ''}"
+            f"{data['command']}`", "",
+            *(comparison(data, STORM_ROWS, targets=("before", "ours")) if data.get("before")
+              else _single(data, "ours", STORM_ROWS)), "",
+            *storm_verdict(data), ""]
+
+
+def storm_verdict(data) -> list[str]:
+    n = median(per_run(data, "ours", lambda r: r["resumed"]))
+    last = median(per_run(data, "ours", lambda r: r["last_resumed_s"]))
+    overflows = median(per_run(data, "ours", lambda r: r["tcp"]["ListenOverflows"]))
+    if None in (n, last, overflows):
+        return []
+    met = n >= 15000 and last <= 6.0 and overflows == 0
+    return [f"Target of issue #14 (15,000 resume within 6 s, 0 overflows): "
+            f"{'met' if met else 'not met'} (median: {n:,.0f} resumed, last after {last:.1f} s, "
+            f"{overflows:,.0f} overflows)."]
+
+
+def section_rate(data) -> list[str]:
+    sizes = data.get("sizes", {})
+    return ["## Sustained event rate", "",
+            f"{sizes.get('n', 'N'):,} idle WebSockets (ours: subscribed to `posts`), then "
+            f"{sizes.get('rate', '?')} events a second for {sizes.get('seconds', '?')} s, each "
+            "sent on time whatever the answers (ours: `POST /api/v1/posts`, stored and fanned "
+            "out; peers: `POST /broadcast`). Each event carries the time.time() it was sent; "
+            "each client notes now − that for every event it receives (1 ms buckets). Server "
+            "CPU: user + system seconds of the server process from the first event to the "
+            "last delivery, ÷ events delivered (for ours it includes storing each event). "
+            "Waiting ends when every subscriber has every event, or nothing arrived for 10 s.",
+            "", f"Command: `{rate_env(sizes)}{data['command']}`", "",
+            *comparison(data, RATE_ROWS), "",
+            *rate_verdict(data), ""]
+
+
+def rate_env(sizes: dict) -> str:
+    """RATE_N=... etc. for the sizes that differ from the full ones."""
+    full = dict(zip(("n", "rate", "seconds"), RATE_FULL))
+    names = {"n": "RATE_N", "rate": "RATE_EVENTS", "seconds": "RATE_SECONDS"}
+    return "".join(f"{names[key]}={value} " for key, value in sizes.items()
+                   if key in names and value != full.get(key))
+
+
+def rate_verdict(data) -> list[str]:
+    p99 = median(per_run(data, "ours", lambda r: r["p99_ms"]))
+    cpu = ratios(per_run(data, "ours", lambda r: r["cpu_us_per_delivered"]),
+                 per_run(data, "tornado", lambda r: r["cpu_us_per_delivered"]))
+    cpu = median(cpu)
+    n = data.get("sizes", {}).get("n")
+    if p99 is None or cpu is None:
+        return []
+    met = p99 <= 250 and cpu <= 0.5
+    return [f"Targets of issue #14 (p99 ≤ 250 ms, server CPU per delivered event ≤ 0.5× bare "
+            f"Tornado's, at 15,000 subscribers): {'met' if met else 'not met'} at {n:,} "
+            f"subscribers (median p99 {p99:.0f} ms, CPU ratio {cpu:.2f})."]
 
 
 # --- targets of the issue -----------------------------------------------------------------------
@@ -502,6 +666,15 @@ def write(mode):
         out += section_mixed(results["mixed"])
     if "writes" in results and "runs" in results["writes"]:
         out += section_writes(results["writes"])
+    if "storm" in results and "runs" in results["storm"]:
+        out += section_storm(results["storm"])
+    if "rate" in results and "runs" in results["rate"]:
+        out += section_rate(results["rate"])
+    if "deflate" in results and "runs" in results["deflate"]:
+        out += section_deflate(results["deflate"])
+    if "autobahn" in results:
+        from .autobahn import section as section_autobahn  # it imports cli, which imports us
+        out += section_autobahn(results["autobahn"])
     out += ["## One million connections, on paper", "", *extrapolation(results), ""]
     out += ["## Errors and notes", "", *problems(results), "",
             f"The raw results of every run are in `{mode.results_dir.relative_to(ROOT)}/*.json` "

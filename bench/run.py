@@ -1,7 +1,7 @@
 """Every scenario, or one, then BENCHMARKS.md.
 
     python -m bench.run all [--quick]        (make bench / make bench-quick)
-    python -m bench.run ws|poll|http|workers|mixed [--quick] [--runs N]
+    python -m bench.run ws|poll|http|workers|mixed|storm|rate|deflate|autobahn [--quick] [--runs N]
     python -m bench.run writes [--before PATH] [--quick] [--runs N]
     python -m bench.run report [--quick]     rewrite the report from the saved results
     python bench/run.py ...                  the same
@@ -15,11 +15,13 @@ if __package__ in (None, ""):  # run as `python bench/run.py`: make `bench` impo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from . import cli, httpload, mixed, poll, report, workers, writes, ws
+from . import autobahn, cli, deflate, httpload, mixed, poll, rate, report, storm, workers, writes, ws
 from .config import mode_from
 
 SCENARIOS = {"ws": ws.measure, "poll": poll.measure, "http": httpload.measure,
-             "workers": workers.measure, "mixed": mixed.measure, "writes": writes.scenario()}
+             "workers": workers.measure, "mixed": mixed.measure, "writes": writes.scenario(),
+             "storm": storm.measure, "rate": rate.measure,
+             "deflate": deflate.measure, "autobahn": autobahn.measure}
 
 
 def main() -> None:

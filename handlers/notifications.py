@@ -1,6 +1,6 @@
 """Notification endpoints."""
 
-from tornado_app.notifications.store import notification_public
+from tornado_app.notifications.store import notification_accepted, notification_public
 from tornado_app.web.openapi import operation
 from tornado_app.schemas.common import Page, PageQuery
 from tornado_app.schemas.notifications import (NotificationAccepted, NotificationCreate,
@@ -15,19 +15,17 @@ class NotificationsHandler(BaseHandler):
     @operation(summary="Queue a notification for a user", body=NotificationCreate,
                responses={202: NotificationAccepted}, auth="admin", tag="notifications")
     async def post(self) -> None:
-        await self.require_admin()
         body = self.json_body()
         doc = await self.ctx.notifications.create(body.user_id, body.title, body.body,
                                                   op_id=self.op_id)
         self.set_header("Location", f"/api/v1/notifications/{doc['_id']}")
-        self.send_json({"id": str(doc["_id"]), "status": doc["status"]}, status=202)
+        self.send_json(notification_accepted(doc), status=202)
 
     @operation(summary="My notifications, newest first", query=PageQuery,
                responses={200: Page[NotificationPublic]}, auth="bearer", tag="notifications")
     async def get(self) -> None:
-        user = await self.require_user()
         params = self.query()
-        page = await self.ctx.notifications.list_for(user, params.limit, params.cursor)
+        page = await self.ctx.notifications.list_for(self.user, params.limit, params.cursor)
         self.send_json(page.to_json(notification_public))
 
 
@@ -37,9 +35,8 @@ class NotificationHandler(BaseHandler):
     @operation(summary="A notification (recipient or admin)",
                responses={200: NotificationPublic}, auth="bearer", tag="notifications")
     async def get(self, notification_id: str) -> None:
-        user = await self.require_user()
         self.send_json(notification_public(
-            await self.ctx.notifications.get_for(user, notification_id)))
+            await self.ctx.notifications.get_for(self.user, notification_id)))
 
 
 class NotificationReadHandler(BaseHandler):
@@ -48,7 +45,6 @@ class NotificationReadHandler(BaseHandler):
     @operation(summary="Mark a notification read (recipient)",
                responses={200: NotificationPublic}, auth="bearer", tag="notifications")
     async def post(self, notification_id: str) -> None:
-        user = await self.require_user()
         self.no_body()
         self.send_json(notification_public(
-            await self.ctx.notifications.mark_read(user, notification_id)))
+            await self.ctx.notifications.mark_read(self.user, notification_id)))

@@ -22,9 +22,8 @@ class PostsHandler(BaseHandler):
     @operation(summary="Create a post", body=PostCreate, responses={201: PostPublic}, auth="bearer",
                tag="blog")
     async def post(self) -> None:
-        user = await self.require_user()
         body = self.json_body()
-        doc = await self.ctx.posts.create(user, body.title, body.content, body.tags,
+        doc = await self.ctx.posts.create(self.user, body.title, body.content, body.tags,
                                           op_id=self.op_id)
         self.set_header("Location", f"/api/v1/posts/{doc['_id']}")
         self.send_versioned(doc, post_public, status=201)
@@ -49,17 +48,15 @@ class PostHandler(BaseHandler):
         await self._update(post_id, replace=False)
 
     async def _update(self, post_id: str, replace: bool) -> None:
-        user = await self.require_user()
         body = self.json_body()
         changes = body.model_dump() if replace else patch_changes(body)
-        doc = await self.ctx.posts.update(user, post_id, changes, self.if_match())
+        doc = await self.ctx.posts.update(self.user, post_id, changes, self.if_match())
         self.send_versioned(doc, post_public)
 
     @operation(summary="Delete a post and its comments", responses={204: None}, auth="bearer", errors=(403,),
                tag="blog")
     async def delete(self, post_id: str) -> None:
-        user = await self.require_user()
-        await self.ctx.posts.delete(user, post_id)
+        await self.ctx.posts.delete(self.user, post_id)
         self.send_empty()
 
 
@@ -76,9 +73,8 @@ class CommentsHandler(BaseHandler):
     @operation(summary="Comment on a post", body=CommentCreate, responses={201: CommentPublic}, auth="bearer",
                tag="blog")
     async def post(self, post_id: str) -> None:
-        user = await self.require_user()
         body = self.json_body()
-        doc = await self.ctx.posts.add_comment(user, post_id, body.body, op_id=self.op_id)
+        doc = await self.ctx.posts.add_comment(self.user, post_id, body.body, op_id=self.op_id)
         self.send_json(comment_public(doc), status=201)
 
 
@@ -87,6 +83,5 @@ class CommentHandler(BaseHandler):
 
     @operation(summary="Delete a comment", responses={204: None}, auth="bearer", errors=(403,), tag="blog")
     async def delete(self, comment_id: str) -> None:
-        user = await self.require_user()
-        await self.ctx.posts.delete_comment(user, comment_id)
+        await self.ctx.posts.delete_comment(self.user, comment_id)
         self.send_empty()

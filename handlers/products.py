@@ -22,7 +22,6 @@ class ProductsHandler(BaseHandler):
     @operation(summary="Create a product", body=ProductCreate, responses={201: ProductPublic}, auth="admin",
                errors=(409,), tag="products")
     async def post(self) -> None:
-        await self.require_admin()
         body = self.json_body()
         doc = await self.ctx.products.create(body.model_dump(), op_id=self.op_id)
         self.set_header("Location", f"/api/v1/products/{doc['_id']}")
@@ -48,7 +47,6 @@ class ProductHandler(BaseHandler):
         await self._update(product_id, replace=False)
 
     async def _update(self, product_id: str, replace: bool) -> None:
-        await self.require_admin()
         body = self.json_body()
         changes = body.model_dump() if replace else patch_changes(body)
         doc = await self.ctx.products.update(product_id, changes, self.if_match())
@@ -56,7 +54,6 @@ class ProductHandler(BaseHandler):
 
     @operation(summary="Delete a product", responses={204: None}, auth="admin", tag="products")
     async def delete(self, product_id: str) -> None:
-        await self.require_admin()
         await self.ctx.products.delete(product_id)
         self.send_empty()
 
@@ -67,7 +64,6 @@ class StockHandler(BaseHandler):
     @operation(summary="Change the stock atomically", body=StockChange, responses={200: ProductPublic},
                auth="admin", errors=(409,), tag="products")
     async def post(self, product_id: str) -> None:
-        await self.require_admin()
         body = self.json_body()
         doc = await self.ctx.products.change_stock(product_id, body.delta, op_id=self.op_id)
         self.send_versioned(doc, product_public)

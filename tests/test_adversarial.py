@@ -881,6 +881,13 @@ class TestCors:
             assert "Access-Control-Allow-Credentials" not in response.headers
 
     @pytest.mark.gen_test
+    async def test_allowed_origin_may_read_the_stream_position(self, api):
+        response = await api.get(POSTS, headers={"Origin": ALLOWED})
+        exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"Event-Seq", "Event-Epoch"} <= exposed
+        assert "Event-Seq" in response.headers
+
+    @pytest.mark.gen_test
     async def test_preflight_from_an_allowed_origin_is_204_with_methods_and_headers(self, api):
         response = await api.request("OPTIONS", POSTS, headers={
             "Origin": ALLOWED, "Access-Control-Request-Method": "POST",

@@ -14,6 +14,8 @@ From the bottom up; a module may import from its own layer and the layers below 
    each owns its connection, on top of the realtime core).
 6. tornado_app.runtime: the process (settings, logs, metrics, the event loop, the embedded
    FerretDB, server, workers). Its settings, logs and metrics are read by the web layer too.
+7. The entry points: tornado_app.cli (the `tornado-app` command) and tornado_app.__main__
+   (`python -m tornado_app`); run.py at the top of the repository calls the same CLI.
 
 Layers 1 to 4 never import Tornado's web or websocket modules, handlers/, tornado_app.web or
 tornado_app.runtime, and nothing below the web layer imports the transports. The graph as a whole
@@ -145,7 +147,8 @@ def rank(module: str) -> int:
     for number, layers in ((1, ("tornado_app.core",)), (2, ("tornado_app.storage",)),
                            (3, ("tornado_app.accounts", "tornado_app.blog", "tornado_app.catalog",
                                 "tornado_app.notifications", "tornado_app.schemas")),
-                           (4, ("tornado_app.realtime",)), (6, ("tornado_app.runtime",))):
+                           (4, ("tornado_app.realtime",)), (6, ("tornado_app.runtime",)),
+                           (7, ("tornado_app.cli", "tornado_app.__main__"))):
         if any(within(module, layer) for layer in layers):
             return number
     return 0  # the package itself (tornado_app/__init__.py: the version)

@@ -5,9 +5,14 @@ import socket
 import time
 
 import pytest
+from tornado import web
+from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
+from tornado.testing import bind_unused_port
 
+from handlers.base import BaseHandler
 from tests.conftest import Api, assert_error
+from tornado_app.core.errors import ApiError
 
 REGISTER = "/api/v1/auth/register"
 
@@ -124,3 +129,47 @@ class TestDatabaseOutage:
         assert (await api.post("/api/v1/auth/login",
                                {"username": "alice", "password": "password123"})).code == 200
         api.close()
+
+
+class _HookedHandler(BaseHandler):
+    """A handler that sets a header of its own from Tornado's set_default_headers() hook."""
+
+    route_name = "test.hooked"
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("X-Hooked", "yes")
+
+    def get(self) -> None:
+        self.send_json({"ok": True})
+
+    def delete(self) -> None:
+        raise ApiError(409, "conflict", "refused")
+
+
+@pytest.fixture
+def hooked_api(server):
+    """BaseHandler subclasses served on a socket of their own, with the server's context."""
+    sock, port = bind_unused_port()
+    http = HTTPServer(web.Application([("/hooked", _HookedHandler)], ctx=server.ctx))
+    http.add_sockets([sock])
+    client = Api(f"http://127.0.0.1:{port}")
+    yield client
+    client.close()
+    http.stop()
+
+
+@pytest.mark.gen_test
+async def test_set_default_headers_is_honoured_on_answers(hooked_api):
+    response = await hooked_api.get("/hooked")
+    assert response.code == 200
+    assert response.headers["X-Hooked"] == "yes"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # BaseHandler's own
+
+
+@pytest.mark.gen_test
+async def test_set_default_headers_is_honoured_on_errors(hooked_api):
+    """send_error() clears the response, and the hook runs again."""
+    response = await hooked_api.delete("/hooked")
+    assert_error(response, 409, "conflict")
+    assert response.headers["X-Hooked"] == "yes"

@@ -1,5 +1,6 @@
 """/openapi.json against the route table and the pydantic models, and /docs served from our own assets."""
 
+import re
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -173,6 +174,56 @@ async def test_security_requirements_follow_the_declared_auth(document):
     assert ops["/api/v1/products"]["post"]["security"] == [{"OAuth2PasswordBearer": []}]
     assert "security" not in ops["/api/v1/products"]["get"]
     assert "403" in ops["/api/v1/users"]["get"]["responses"]
+
+
+def _call(api, path: str, method: str, token: str | None = None):
+    """The operation at `path` on a resource that does not exist, with an empty JSON body."""
+    url = re.sub(r"\{\w+\}", "0" * 24, path)
+    body = {} if method in ("post", "put", "patch") else None
+    return api.request(method.upper(), url, json_body=body, token=token)
+
+
+def _with_auth(*kinds):
+    return sorted((path, method) for (path, method), spec in _declared().items()
+                  if spec.auth in kinds)
+
+
+@pytest.mark.gen_test
+async def test_every_operation_declared_bearer_or_admin_is_401_without_a_token(api):
+    operations = _with_auth("bearer", "admin")
+    assert len(operations) >= 17
+    for path, method in operations:
+        response = await _call(api, path, method)
+        assert_error(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), (path, method)
+
+
+@pytest.mark.gen_test
+async def test_every_operation_declared_admin_is_403_for_a_user(api):
+    token = await api.user_token()
+    operations = _with_auth("admin")
+    assert operations
+    for path, method in operations:
+        assert_error(await _call(api, path, method, token), 403, "forbidden")
+
+
+@pytest.mark.gen_test
+async def test_operations_declared_bearer_let_a_user_in(api):
+    """Past the auth check, a missing resource or an empty body is what answers."""
+    token = await api.user_token()
+    logout = ("/api/v1/auth/logout", "post")  # revokes the token: last
+    operations = sorted(_with_auth("bearer"), key=lambda op: op == logout)
+    assert operations[-1] == logout
+    for path, method in operations:
+        response = await _call(api, path, method, token)
+        assert response.code not in (401, 403), (path, method, response.code, response.body)
+
+
+@pytest.mark.gen_test
+async def test_operations_declared_without_auth_or_optional_need_no_token(api):
+    for path, method in _with_auth(None, "optional"):
+        response = await _call(api, path, method)
+        assert response.code != 401, (path, method, response.body)
 
 
 @pytest.mark.gen_test

@@ -401,3 +401,23 @@ async def test_stream_resume_from_the_log_has_no_gap_and_no_duplicate(server, ss
         assert await client.nothing_within(0.2)
     finally:
         await client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_burst_arrives_in_order_each_once(server, sse, monkeypatch):
+    """Events handed over together go out in one write, each its own SSE message."""
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    clients = [await sse("?channels=posts") for _ in range(2)]
+    await wait_until_streaming(server, 2)
+    hub = server.ctx.hub
+    first = hub.last_seq + 1
+    handed = hub.handed
+    for seq in range(first, first + 10):
+        hub.on_event({"seq": seq, "channel": "posts", "type": "test.event", "data": {"n": seq},
+                      "created_at": "2026-01-01T00:00:00Z"})
+    for client in clients:
+        events = await client.events(10)
+        assert [e["seq"] for e in events] == list(range(first, first + 10))
+    assert hub.handed - handed == 3  # [1] then [2..10] to one, [1..10] to the other
+    for client in clients:
+        assert await client.nothing_within(0.3)

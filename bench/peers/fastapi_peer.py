@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 import uvicorn
 from bson import ObjectId
 from bson.errors import InvalidId
-from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from pymongo import AsyncMongoClient
 
-from bench.peers.common import EVENT, post_json
+from bench.peers.common import post_json, titled_event
 
 SOCKETS: set = set()
 POLLS: set = set()
@@ -62,15 +62,16 @@ async def poll():
 
 
 @app.post("/broadcast")
-async def broadcast():
+async def broadcast(request: Request):
+    event = titled_event(await request.body())
     sockets, polls = list(SOCKETS), list(POLLS)
     POLLS.clear()
     for waiting in polls:
         if not waiting.done():
-            waiting.set_result(EVENT)
+            waiting.set_result(event)
     for sock in sockets:  # the ConnectionManager loop of FastAPI's documentation
         try:
-            await sock.send_text(EVENT)
+            await sock.send_text(event)
         except Exception:
             SOCKETS.discard(sock)
     return {"sockets": len(sockets), "polls": len(polls)}

@@ -1,6 +1,8 @@
 """Bare Tornado: the textbook handlers, nothing tuned.
 
     python -m bench.peers.tornado_peer --port 9001 --mongodb-uri mongodb://127.0.0.1:27017/
+    ... --compression --typical   permessage-deflate on (get_compression_options), and the
+                                  broadcast event carries a typical post (bench.deflate)
 """
 
 import argparse
@@ -11,7 +13,8 @@ from bson.errors import InvalidId
 from pymongo import AsyncMongoClient
 from tornado import web, websocket
 
-from bench.peers.common import EVENT, post_json
+from bench.peers import common
+from bench.peers.common import post_json, titled_event
 
 SOCKETS: set = set()
 POLLS: set = set()
@@ -24,6 +27,10 @@ class Hello(web.RequestHandler):
 
 
 class Socket(websocket.WebSocketHandler):
+    def get_compression_options(self):
+        # {} turns permessage-deflate on with Tornado's defaults; None (the default) keeps it off.
+        return {} if self.settings["compression"] else None
+
     def open(self):
         SOCKETS.add(self)
 
@@ -55,13 +62,14 @@ class Poll(web.RequestHandler):
 
 class Broadcast(web.RequestHandler):
     def post(self):
+        event = titled_event(self.request.body, self.settings["event"])
         sockets, polls = list(SOCKETS), list(POLLS)
         POLLS.clear()
         for sock in sockets:
-            sock.write_message(EVENT)
+            sock.write_message(event)
         for waiting in polls:
             if not waiting.done():
-                waiting.set_result(EVENT)
+                waiting.set_result(event)
         self.write({"sockets": len(sockets), "polls": len(polls)})
 
 
@@ -78,10 +86,13 @@ class Post(web.RequestHandler):
         self.write(post_json(doc))
 
 
-async def main(port: int, uri: str | None, db_name: str) -> None:
+async def main(port: int, uri: str | None, db_name: str, compression: bool = False,
+               typical: bool = False) -> None:
     db = AsyncMongoClient(uri, tz_aware=True)[db_name] if uri else None
     app = web.Application([(r"/hello", Hello), (r"/ws", Socket), (r"/poll", Poll),
-                           (r"/broadcast", Broadcast), (r"/posts/([^/]+)", Post)], db=db)
+                           (r"/broadcast", Broadcast), (r"/posts/([^/]+)", Post)], db=db,
+                          compression=compression,
+                          event=common.TYPICAL_EVENT if typical else common.EVENT)
     app.listen(port, "127.0.0.1")
     await asyncio.Event().wait()
 
@@ -91,5 +102,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mongodb-uri")
     parser.add_argument("--db", default="tornado_app")
+    parser.add_argument("--compression", action="store_true")
+    parser.add_argument("--typical", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.mongodb_uri, args.db))
+    asyncio.run(main(args.port, args.mongodb_uri, args.db, args.compression, args.typical))

@@ -21,8 +21,8 @@ class Client:
         self.seqs: list[int] = []
         self.expired: list[tuple] = []
 
-    def sink(self, record) -> None:
-        self.seqs.append(record.seq)
+    def sink(self, records) -> None:
+        self.seqs.extend(record.seq for record in records)
 
     def on_expired(self, epoch, oldest_seq) -> None:
         self.expired.append((epoch, oldest_seq))
@@ -134,7 +134,7 @@ async def test_on_subscribed_comes_before_any_event():
     log, hub, client, sub = await setup()
     publish(log, hub)
     order = []
-    sub.sink = lambda record: order.append(record.seq)
+    sub.sink = lambda records: order.extend(record.seq for record in records)
     await sub.add(["posts"], since=0, on_subscribed=lambda: order.append("subscribed"))
     assert order == ["subscribed", 1]
 

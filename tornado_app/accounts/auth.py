@@ -23,6 +23,15 @@ AUTH_CACHE_SECONDS = 2.0
 AUTH_CACHE_SIZE = 50_000
 
 
+def tokens_public(tokens: TokenService, user: dict, family: str, refresh_jti: str) -> dict:
+    """The Tokens body: a new access token, and the refresh token the family lets be used."""
+    user_id = str(user["_id"])
+    access = tokens.issue(user_id, family, "access")
+    refresh = tokens.issue(user_id, family, "refresh", jti=refresh_jti)
+    return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
+            "expires_in": tokens.access_ttl}
+
+
 class AuthService:
     def __init__(self, db, users: UserStore, hasher: PasswordHasher, tokens: TokenService,
                  max_failures: int, window: int):
@@ -172,11 +181,7 @@ class AuthService:
         return self._tokens_for(user, family, jti)
 
     def _tokens_for(self, user: dict, family: str, refresh_jti: str) -> dict:
-        user_id = str(user["_id"])
-        access = self.tokens.issue(user_id, family, "access")
-        refresh = self.tokens.issue(user_id, family, "refresh", jti=refresh_jti)
-        return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
-                "expires_in": self.tokens.access_ttl}
+        return tokens_public(self.tokens, user, family, refresh_jti)
 
     async def _reserve_attempt(self, key: str):
         """Counts this attempt against the key's window before the password is checked, or

@@ -32,6 +32,10 @@ def notification_public(doc: dict) -> dict:
             "delivered_at": iso(doc.get("delivered_at")), "read_at": iso(doc.get("read_at"))}
 
 
+def notification_accepted(doc: dict) -> dict:
+    return {"id": str(doc["_id"]), "status": doc["status"]}
+
+
 class NotificationService:
     def __init__(self, db, outbox, users):
         self.notifications = db["notifications"]

@@ -3,14 +3,20 @@
 Events reach the hub from this process's own writes and, with several workers, from Redis. The
 log's seq has no gaps, so the hub always knows whether it has missed something: an event that
 arrives ahead of the next expected seq is held while the missing ones are read from the log.
-Each event is serialized once; a subscriber's `deliver(record)` only writes prebuilt bytes.
+Each event is serialized once; a subscriber's `deliver(records)` only writes prebuilt bytes.
+
+Events that come faster than one fan-out pass (about 150 ms for 15,000 subscribers) are
+coalesced: each subscriber waits in one queue with every event it has not been handed yet, and
+when its turn comes it gets them all at once, which it writes in one send (each event still its
+own frame). The kernel's cost of a loopback send (~6.5 µs) is then paid once per subscriber and
+pass, not once per subscriber and event.
 """
 
 import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Protocol
 
@@ -33,8 +39,9 @@ class Subscriber(Protocol):
     """What the hub delivers to: one connection's subscription (realtime.subscription.Subscription,
     whatever the transport)."""
 
-    def deliver(self, record: Record) -> None:
-        """Takes one event of a subscribed channel, in seq order; must not block or raise."""
+    def deliver(self, records: Sequence[Record]) -> None:
+        """Takes events of its channels, in seq order (several when they were ready together,
+        to be written in one send); must not block or raise."""
 
     def expire(self, epoch: str, oldest_seq: int) -> None:
         """The log was replaced: every cursor is void, and the hub has dropped the subscriber."""
@@ -50,11 +57,21 @@ class Hub:
         self.recent: deque[Record] = deque(maxlen=memory)
         self._ahead: dict[int, dict] = {}
         self._catch_up: asyncio.Task | None = None
-        # Events still being handed out: (record, its subscribers when it was dispatched, how
-        # many of them have it, when it was dispatched). Strictly in seq order: a share of the
-        # next event only starts once every subscriber of the previous one has it.
-        self._outbox: deque[tuple[Record, tuple[Subscriber, ...], int, float]] = deque()
-        self.delivered = 0
+        # Subscribers with events still to be handed to them, each with its events in seq
+        # order, and the order of their turns. A subscriber is queued once however many events
+        # it waits for: an event dispatched before its turn joins that turn, one dispatched
+        # after it queues it again at the back. So every subscriber gets its events in order,
+        # each once, and a new event reaches everyone within one pass.
+        self._pending: dict[Subscriber, list[Record] | tuple[Record]] = {}
+        self._turns: deque[Subscriber] = deque()
+        self._handing_out = False
+        # Turns queued and taken so far, and per event in hand (when it was dispatched, how
+        # many turns had been queued then): it has reached everyone once those are all taken.
+        self._queued = 0
+        self._taken = 0
+        self._marks: deque[tuple[float, int]] = deque()
+        self.delivered = 0  # events handed to subscribers (one per event and subscriber)
+        self.handed = 0     # hand-overs: a subscriber's turn, one write for all its events
         # Hears how long each event took to reach every subscriber here (seconds), once per
         # event (metrics).
         self.on_fanout: Callable[[float], None] | None = None
@@ -139,34 +156,62 @@ class Hub:
         self.last_seq = record.seq
         self.recent.append(record)
         subscribers = self.channels.get(record.channel)
-        if subscribers:
-            # A snapshot: whoever subscribes from now on has this event through its replay, and
-            # a delivery may drop a slow subscriber, which changes the set.
-            self._outbox.append((record, tuple(subscribers), 0, time.perf_counter()))
-            if len(self._outbox) == 1:
-                self._hand_out()  # nothing ahead of it: the first share goes out at once
+        if not subscribers:
+            return
+        # The subscribers of this moment: whoever subscribes from now on has this event
+        # through its replay.
+        pending = self._pending
+        turns = self._turns
+        before = len(turns)
+        if not pending:
+            # Nothing waiting (the usual case): built in C, one tuple shared by everyone.
+            pending.update(dict.fromkeys(subscribers, (record,)))
+            turns.extend(subscribers)
+        else:
+            # A dict lookup and an append per subscriber (about 0.1 µs, a small share of its
+            # send); the shared tuple becomes a list of a subscriber's own.
+            for subscriber in subscribers:
+                waiting = pending.get(subscriber)
+                if waiting is None:
+                    pending[subscriber] = [record]
+                    turns.append(subscriber)
+                elif type(waiting) is tuple:
+                    pending[subscriber] = [*waiting, record]
+                else:
+                    waiting.append(record)
+        self._queued += len(turns) - before
+        self._marks.append((time.perf_counter(), self._queued))
+        if not self._handing_out:
+            self._handing_out = True
+            self._hand_out()  # nothing under way: the first share goes out at once
+
+    def pending_events(self) -> int:
+        """Events (one per subscriber) dispatched but not yet handed over."""
+        return sum(len(records) for records in self._pending.values())
 
     def _hand_out(self) -> None:
-        budget = FANOUT_SHARE
-        outbox = self._outbox
-        while outbox and budget > 0:
-            record, subscribers, done, dispatched = outbox[0]
-            end = min(done + budget, len(subscribers))
-            for index in range(done, end):
-                try:
-                    subscribers[index].deliver(record)
-                except Exception:
-                    log.exception("delivery to a subscriber failed")
-            self.delivered += end - done
-            budget -= end - done
-            if end < len(subscribers):
-                outbox[0] = (record, subscribers, end, dispatched)
-            else:
-                outbox.popleft()
-                if self.on_fanout is not None:
-                    self.on_fanout(time.perf_counter() - dispatched)
-        if outbox:
+        pending = self._pending
+        turns = self._turns
+        share = min(FANOUT_SHARE, len(turns))
+        for _ in range(share):
+            subscriber = turns.popleft()
+            records = pending.pop(subscriber)
+            try:
+                subscriber.deliver(records)
+            except Exception:
+                log.exception("delivery to a subscriber failed")
+            self.delivered += len(records)
+        self.handed += share
+        self._taken += share
+        marks = self._marks
+        while marks and marks[0][1] <= self._taken:
+            dispatched, _ = marks.popleft()
+            if self.on_fanout is not None:
+                self.on_fanout(time.perf_counter() - dispatched)
+        if turns:
             asyncio.get_running_loop().call_soon(self._hand_out)
+        else:
+            self._handing_out = False
 
     def forget_before(self, oldest_seq: int | None) -> None:
         """Keeps the in-memory window consistent with the log after retention purged it."""
@@ -247,7 +292,10 @@ class Hub:
         self.last_seq = latest
         self.recent.clear()
         self._ahead.clear()
-        self._outbox.clear()
+        self._pending.clear()
+        self._turns.clear()
+        self._marks.clear()
+        self._taken = self._queued
         subscribers: set[Subscriber] = set()
         for subs in self.channels.values():
             subscribers.update(subs)

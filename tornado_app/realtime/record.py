@@ -2,7 +2,10 @@
 
 import json
 
-from .websocket import OP_TEXT, server_frame
+from .deflate import deflate_message
+from .websocket import OP_TEXT, RSV1, server_frame
+
+_EVENT_HEAD, _EVENT_TAIL = b'{"type":"event","event":', b"}"
 
 
 def _dumps(value) -> bytes:
@@ -10,7 +13,8 @@ def _dumps(value) -> bytes:
 
 
 class Record:
-    __slots__ = ("seq", "channel", "event", "_json", "_frame", "_sse")
+    __slots__ = ("seq", "channel", "event", "_json", "_frame", "_deflated", "_small_windows",
+                 "_sse")
 
     def __init__(self, event: dict):
         self.seq = event["seq"]
@@ -18,6 +22,8 @@ class Record:
         self.event = event
         self._json = None
         self._frame = None
+        self._deflated = None  # the compressed frame, made for the first subscriber that wants it
+        self._small_windows = None  # {window bits: frame}, for peers that asked for less
         self._sse = None
 
     @property
@@ -30,8 +36,38 @@ class Record:
     def frame(self) -> bytes:
         """The whole WebSocket frame of {"type": "event", "event": ...}."""
         if self._frame is None:
-            self._frame = server_frame(OP_TEXT, b'{"type":"event","event":' + self.json + b"}")
+            self._frame = server_frame(OP_TEXT, _EVENT_HEAD + self.json + _EVENT_TAIL)
         return self._frame
+
+    def frame_for(self, deflate) -> bytes:
+        """The frame for a connection with these permessage-deflate parameters (None: none).
+
+        Compressed once per record and window, lazily: the same bytes go to every subscriber
+        that negotiated the extension (the server never takes its context over, so they do not
+        depend on the connection). One window serves nearly everyone: a message no longer than
+        a peer's window cannot refer past it, so the full-window frame fits it too."""
+        if deflate is None:
+            return self.frame
+        frame = self._deflated
+        if frame is not None and deflate.full_window:
+            return frame  # nearly every subscriber after the first: one check, no arithmetic
+        length = len(self.json) + len(_EVENT_HEAD) + len(_EVENT_TAIL)
+        if deflate.fits_shared(length):
+            if self._deflated is None:
+                self._deflated = self._compress(15)
+            return self._deflated
+        bits = deflate.server_bits
+        frames = self._small_windows
+        if frames is None:
+            self._small_windows = frames = {}
+        frame = frames.get(bits)
+        if frame is None:
+            frame = frames[bits] = self._compress(bits)
+        return frame
+
+    def _compress(self, bits: int) -> bytes:
+        return server_frame(OP_TEXT, deflate_message(_EVENT_HEAD + self.json + _EVENT_TAIL, bits),
+                            RSV1)
 
     @property
     def sse(self) -> bytes:

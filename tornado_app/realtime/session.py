@@ -11,9 +11,14 @@ from ..core.jsonbody import parse_json_object
 from ..core.wire import MAX_INT, bounded_int
 from .channels import check_access, check_channels, disallowed
 from .subscription import Subscription
-from .websocket import OP_TEXT, OPEN, WebSocketConnection, server_frame
+from .websocket import OP_TEXT, OPEN, WebSocketConnection
 
 log = logging.getLogger(__name__)
+
+# Messages of this connection alone (acks, errors) shorter than this go uncompressed even when
+# permessage-deflate was negotiated: deflating one on its own took 5.6 µs and saved 3 bytes of
+# an 88-byte `subscribed` ack (27 of a 118-byte error); at 256 bytes and up it saves a third.
+COMPRESS_MIN_BYTES = 256
 
 
 class EventSession(WebSocketConnection):
@@ -22,14 +27,15 @@ class EventSession(WebSocketConnection):
     __slots__ = ("ctx", "user", "family", "expires", "subscription", "_tokens", "_refilled",
                  "_dropped")
 
-    def __init__(self, sock, ctx, user=None, claims=None):
+    def __init__(self, sock, ctx, user=None, claims=None, deflate=None):
         settings = ctx.settings
-        super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes)
+        super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes,
+                         deflate)
         self.ctx = ctx
         self.user = user
         self.family = claims.fam if claims is not None else None
         self.expires = claims.exp if claims is not None else None
-        self.subscription = Subscription(ctx.hub, self.send_record, self._log_replaced)
+        self.subscription = Subscription(ctx.hub, self.send_records, self._log_replaced)
         self._tokens = 2 * settings.ws_max_messages_per_second
         self._refilled = time.monotonic()
         self._dropped = 0
@@ -63,12 +69,19 @@ class EventSession(WebSocketConnection):
 
     # --- server → client ---------------------------------------------------------------------
 
-    def send_record(self, record) -> None:
-        self.write(record.frame)
+    def send_records(self, records) -> None:
+        """Every record its own frame, all of them in one send; the same bytes for every
+        subscriber with the same choice: compressed or plain."""
+        deflate = self.deflate
+        if deflate is None:
+            frames = [record.frame for record in records]
+        else:
+            frames = [record.frame_for(deflate) for record in records]
+        self.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _send(self, payload: dict) -> None:
-        self.write(server_frame(OP_TEXT, json.dumps(
-            payload, separators=(",", ":"), ensure_ascii=False).encode()))
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        self.send_message(OP_TEXT, data, len(data) >= COMPRESS_MIN_BYTES)
 
     def _error(self, code: str, message: str, ref=None, **extra) -> None:
         self._send({"type": "error", "code": code, "message": message, "ref": ref, **extra})

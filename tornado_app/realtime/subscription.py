@@ -5,20 +5,23 @@ While a replay from the log runs, live events for the connection are queued; onc
 has sent everything up to the hub's position at subscribe time, the queue (all newer) follows.
 Each channel's cursor drops anything already sent on it, so the seam has no gap and no
 duplicate.
+
+Records go to the sink in lists (a fan-out turn's events, a replay page), which the connection
+writes in one send.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .hub import Hub
 from .record import Record
 
 REPLAY_PAGE = 1000
 
-Sink = Callable[[Record], None]  # writes one record's prebuilt bytes to the client
+Sink = Callable[[Sequence[Record]], None]  # writes records' prebuilt bytes, in one send
 OnExpired = Callable[[str, int], None]  # (epoch, oldest_seq): the log was replaced
 
 
-def _nowhere(record: Record) -> None:
+def _nowhere(records: Sequence[Record]) -> None:
     pass
 
 
@@ -27,7 +30,7 @@ class Subscription:
 
     def __init__(self, hub: Hub, sink: Sink, on_expired: OnExpired | None = None):
         self.hub = hub
-        self.sink = sink  # sink(record): writes the record's prebuilt bytes to the client
+        self.sink = sink  # sink(records): writes the records' prebuilt bytes, in one send
         # on_expired(epoch, oldest_seq): the log was replaced; every channel is dropped.
         self.on_expired = on_expired
         # Channel → its cursor: the seq up to which that channel's events are sent (or were
@@ -44,14 +47,27 @@ class Subscription:
         if self.on_expired is not None:
             self.on_expired(epoch, oldest_seq)
 
-    def deliver(self, record: Record) -> None:
+    def deliver(self, records: Sequence[Record]) -> None:
+        """Records in seq order, from the hub."""
         if self.queue is not None:
-            self.queue.append(record)
+            self.queue.extend(records)
             return
-        cursor = self.channels.get(record.channel)
-        if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
-            self.channels[record.channel] = record.seq
-            self.sink(record)
+        channels = self.channels
+        if len(records) == 1:  # the usual case, kept as cheap as one record can be
+            record = records[0]
+            cursor = channels.get(record.channel)
+            if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
+                channels[record.channel] = record.seq
+                self.sink(records)
+            return
+        fresh = []
+        for record in records:
+            cursor = channels.get(record.channel)
+            if cursor is not None and record.seq > cursor:  # None: unsubscribed meanwhile
+                channels[record.channel] = record.seq
+                fresh.append(record)
+        if fresh:
+            self.sink(fresh)
 
     def add_live(self, channels: list[str]) -> int:
         """Subscribes from now on (no replay); returns the hub's position."""
@@ -93,10 +109,10 @@ class Subscription:
             while True:
                 page_size = REPLAY_PAGE if limit is None else min(REPLAY_PAGE, limit - sent)
                 page = await hub.replay(channels, after, up_to, limit=page_size)
-                for record in page:
-                    if self.queue is None:
-                        return up_to  # closed during the replay
-                    self.sink(record)
+                if self.queue is None:
+                    return up_to  # closed during the replay
+                if page:
+                    self.sink(page)  # a page in one send
                 sent += len(page)
                 if limit is not None and sent >= limit:
                     self.close()  # the consumer is full: nothing more goes to it
@@ -112,8 +128,8 @@ class Subscription:
             raise
         finally:
             queued, self.queue = self.queue, None
-            for record in queued or ():
-                self.deliver(record)  # dropped by the cursors if already replayed
+            if queued:
+                self.deliver(queued)  # dropped by the cursors if already replayed
         return up_to
 
     def retarget(self, sink: Sink, on_expired: OnExpired | None = None) -> None:

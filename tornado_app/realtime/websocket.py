@@ -13,8 +13,15 @@ import hashlib
 import logging
 import socket
 import struct
+import zlib
 
-from tornado.util import _websocket_mask  # Tornado's C unmasking, when built
+try:  # Tornado's C unmasking (public in its extension module; tornado.util's name is private)
+    from tornado.speedups import websocket_mask as _websocket_mask
+except ImportError:  # a Tornado built without its extension
+    def _websocket_mask(mask: bytes, data: bytes) -> bytes:
+        return unmask_python(mask, data)
+
+from .deflate import TooBig, deflate_message, inflate_message, next_history
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,13 @@ PING_FRAME = b"\x89\x00"  # an empty ping, the same bytes for every connection
 PING_SLACK = 0.95  # of the ping interval, for timer jitter
 
 OPEN, CLOSE_SENT, FLUSH_THEN_CLOSE, CLOSED = range(4)
+
+
+def unmask_python(mask: bytes, data: bytes) -> bytes:
+    """§5.3 unmasking as one XOR of two big integers (what tornado.util falls back to, too)."""
+    size = len(data)
+    key = int.from_bytes((mask * (size // 4 + 1))[:size], "little")
+    return (int.from_bytes(data, "little") ^ key).to_bytes(size, "little")
 
 
 def accept_key(key: str) -> str:
@@ -43,15 +57,20 @@ def valid_key(key: str | None) -> bool:
         return False
 
 
-def server_frame(opcode: int, payload: bytes) -> bytes:
-    """An unmasked, unfragmented server-to-client frame (§5.2)."""
+RSV1 = 0x40  # a compressed message's first frame (RFC 7692 §6)
+
+
+def server_frame(opcode: int, payload: bytes, rsv: int = 0) -> bytes:
+    """An unmasked, unfragmented server-to-client frame (§5.2); `rsv`: RSV1 for a message
+    compressed with permessage-deflate."""
     length = len(payload)
+    b0 = 0x80 | rsv | opcode
     if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, length)
+        header = struct.pack("!BB", b0, length)
     elif length < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+        header = struct.pack("!BBH", b0, 126, length)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+        header = struct.pack("!BBQ", b0, 127, length)
     return header + payload
 
 
@@ -74,13 +93,16 @@ class WebSocketConnection:
     Subclasses implement `on_message(text_or_bytes)` (which may return a coroutine: messages are
     then handled one at a time, in order, and reading pauses meanwhile), `on_backpressure()` and
     `on_closed()`.
+
+    `deflate`: the permessage-deflate parameters agreed in the upgrade (realtime.deflate), or
+    None. `history`: what a client that keeps its compression context sent last (its window).
     """
 
     __slots__ = ("sock", "fd", "loop", "state", "inbuf", "outbuf", "fragments", "fragment_op",
                  "busy", "awaiting_pong", "pinged_at", "close_timer", "max_message", "max_pending",
-                 "close_code")
+                 "close_code", "deflate", "history", "compressed")
 
-    def __init__(self, sock, max_message: int, max_pending: int):
+    def __init__(self, sock, max_message: int, max_pending: int, deflate=None):
         self.sock = sock
         self.fd = sock.fileno()
         self.loop = asyncio.get_running_loop()
@@ -98,6 +120,9 @@ class WebSocketConnection:
         self.max_message = max_message
         self.max_pending = max_pending
         self.close_code: int | None = None
+        self.deflate = deflate
+        self.history: bytes | None = None
+        self.compressed = False  # the message in progress came with RSV1
 
     def start(self, handshake: bytes, received: bytes = b"") -> None:
         """Sends the 101 response and starts reading (`received`: bytes already read past it)."""
@@ -115,6 +140,15 @@ class WebSocketConnection:
         """Sends prebuilt frame bytes; nothing once a close has begun."""
         if self.state == OPEN:
             self._write_raw(data)
+
+    def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
+        """One message of this connection alone, deflated on its own when the extension was
+        negotiated and `compress` (server_no_context_takeover: no compressor is kept)."""
+        deflate = self.deflate
+        if deflate is not None and compress:
+            self.write(server_frame(opcode, deflate_message(payload, deflate.server_bits), RSV1))
+        else:
+            self.write(server_frame(opcode, payload))
 
     def _write_raw(self, data: bytes) -> None:
         outbuf = self.outbuf
@@ -211,7 +245,9 @@ class WebSocketConnection:
                     break
                 length = int.from_bytes(buf[pos + 2:pos + 10], "big")
                 head = pos + 10
-            if b0 & 0x70:
+            rsv = b0 & 0x70
+            # RSV1 marks a compressed message, on its first frame only (RFC 7692 §6.1).
+            if rsv and (rsv != RSV1 or self.deflate is None or not OP_TEXT <= opcode <= OP_BINARY):
                 self.fail(1002, "reserved bits set without a negotiated extension")
                 break
             if not b1 & 0x80:
@@ -234,10 +270,10 @@ class WebSocketConnection:
                 break
             payload = _websocket_mask(bytes(buf[head:head + 4]), bytes(buf[head + 4:frame_end]))
             pos = frame_end
-            self._frame(b0 & 0x80, opcode, payload)
+            self._frame(b0 & 0x80, opcode, payload, rsv)
         return pos
 
-    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+    def _frame(self, fin: int, opcode: int, payload: bytes, rsv: int = 0) -> None:
         self.awaiting_pong = False  # any frame shows the peer is alive
         if opcode == OP_PING:
             if self.state == OPEN:
@@ -262,10 +298,16 @@ class WebSocketConnection:
         elif self.fragments is not None:
             self.fail(1002, "a new message began before the previous one was finished")
             return
-        elif not fin:
-            self.fragments = bytearray(payload)
-            self.fragment_op = opcode
-            return
+        else:
+            self.compressed = bool(rsv)
+            if not fin:
+                self.fragments = bytearray(payload)
+                self.fragment_op = opcode
+                return
+        if self.compressed:
+            payload = self._inflate(payload)
+            if payload is None:
+                return
         if opcode == OP_TEXT:
             try:
                 message = payload.decode("utf-8")
@@ -275,6 +317,20 @@ class WebSocketConnection:
         else:
             message = payload
         self._dispatch(message)
+
+    def _inflate(self, data: bytes) -> bytes | None:
+        deflate = self.deflate
+        try:
+            message = inflate_message(data, self.max_message, self.history)
+        except TooBig:
+            self.fail(1009, "message too big")
+            return None
+        except zlib.error:
+            self.fail(1007, "invalid compressed data")
+            return None
+        if deflate.client_context:
+            self.history = next_history(self.history, message, deflate.client_bits)
+        return message
 
     def _dispatch(self, message) -> None:
         try:

@@ -90,6 +90,9 @@ class Metrics:
              lambda: ctx.events.published, 0],
             [self._counter("events_delivered", "Event deliveries to subscribers"),
              lambda: ctx.hub.delivered, 0],
+            [self._counter("event_handovers", "Hand-overs of events to subscribers, each "
+                           "written in one send however many events it carries"),
+             lambda: ctx.hub.handed, 0],
             [self._counter("slow_consumers_closed",
                            "Connections dropped for not reading fast enough"),
              lambda: connections.slow_consumers_closed, 0],

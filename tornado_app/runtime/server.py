@@ -4,12 +4,11 @@ import asyncio
 import logging
 import time
 
-from tornado.netutil import bind_sockets
-
 from ..web.app import make_app
 from ..web.context import AppContext, build_context
 from ..storage.db import Database
 from .embedded_supervisor import EmbeddedSupervisor
+from .listen import listening_sockets
 from ..web.httpserver import CappedHTTPServer
 from ..realtime.fanout import RedisFanout
 from .settings import Settings
@@ -73,7 +72,7 @@ class Server:
             parked_polls=ctx.parked_polls)
         ctx.parked_polls.start(self.http)
         if sockets is None:
-            sockets = bind_sockets(settings.port, settings.host)
+            sockets = listening_sockets(settings)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._maintenance()))

@@ -11,6 +11,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from .listen import default_backlog
+
 _ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(64 * 1024, ge=256)
     ws_max_subscriptions: int = Field(100, ge=1)
     ws_max_pending_bytes: int = Field(1024 * 1024, ge=1024)
+    # permessage-deflate (RFC 7692) for WebSockets whose client offers it: each event is
+    # compressed once and the same bytes go to every such subscriber. False: never negotiated.
+    ws_compression: bool = True
     redis_url: str | None = None
     # `--workers N > 1` on FerretDB is refused: its updates are read-then-write, and only one
     # process can keep them to one connection. This lets it start anyway, for read-only load
@@ -85,6 +90,10 @@ class Settings(BaseSettings):
     # Open connections per process before new ones are refused with 503; by default what the
     # open-files limit leaves room for.
     max_connections: int = Field(default_factory=lambda: _default_max_connections(), ge=1)
+    # Connections the kernel may hold, handshake done, until the server accepts them: room for
+    # every client reconnecting at once after a deploy. Past the system's maximum for one socket
+    # (net.core.somaxconn) it is spread over several sockets on the port (runtime/listen.py).
+    listen_backlog: int = Field(default_factory=lambda: default_backlog(), ge=1, le=1 << 20)
     ws_max_messages_per_second: float = Field(50.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")

@@ -12,9 +12,8 @@ import os
 import signal
 import time
 
-from tornado.netutil import bind_sockets
-
 from .embedded import die_with_parent
+from .listen import listening_sockets
 from .metrics_multiprocess import SharedMetrics
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ def run_workers(count: int, settings, serve, on_other_exit=None) -> int:
     """`serve(sockets)` is the coroutine function one worker runs until it is told to stop.
     `on_other_exit(pid, exit_code, stopping)` hears of any other child that exits (the embedded
     database), `stopping()` telling whether the parent is shutting down."""
-    sockets = bind_sockets(settings.port, settings.host)
+    sockets = listening_sockets(settings)
     # Before the first fork: every worker writes its metrics where any of them reads them all.
     metrics = SharedMetrics.prepare()
     children: dict[int, int] = {}

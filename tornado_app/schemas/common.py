@@ -14,6 +14,13 @@ class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ResponseModel(BaseModel):
+    """A response body: exactly these fields. The OpenAPI document says so (additionalProperties
+    false), and tests/unit/test_response_models.py runs every builder of a body against its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class QueryModel(BaseModel):
     """Query-string parameters: they arrive as text, so numbers and booleans are parsed."""
 
@@ -63,29 +70,29 @@ class PageQuery(QueryModel):
 T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
+class Page(ResponseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
 
 
-class HealthStatus(BaseModel):
+class HealthStatus(ResponseModel):
     status: str
     database: str | None = None
     redis: str | None = None
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(ResponseModel):
     loc: list[str | int]
     msg: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ResponseModel):
     code: str
     message: str
     details: list[ErrorDetail] | None = None
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(ResponseModel):
     error: ErrorBody
 
 

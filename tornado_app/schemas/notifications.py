@@ -1,8 +1,8 @@
 """Notification and realtime query models."""
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from .common import QueryInt, QueryModel, QueryNumber, RequestModel
+from .common import QueryInt, QueryModel, QueryNumber, RequestModel, ResponseModel
 
 
 class NotificationCreate(RequestModel):
@@ -11,12 +11,12 @@ class NotificationCreate(RequestModel):
     body: str = Field(min_length=1, max_length=5000)
 
 
-class NotificationAccepted(BaseModel):
+class NotificationAccepted(ResponseModel):
     id: str
     status: str
 
 
-class NotificationPublic(BaseModel):
+class NotificationPublic(ResponseModel):
     id: str
     user_id: str
     title: str
@@ -27,7 +27,7 @@ class NotificationPublic(BaseModel):
     read_at: str | None
 
 
-class EventPublic(BaseModel):
+class EventPublic(ResponseModel):
     seq: int
     channel: str
     type: str
@@ -35,7 +35,7 @@ class EventPublic(BaseModel):
     created_at: str
 
 
-class PollResponse(BaseModel):
+class PollResponse(ResponseModel):
     events: list[EventPublic]
     cursor: int
     epoch: str = Field(description="The event log's epoch: send it back with the cursor")

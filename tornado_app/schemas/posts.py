@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from .common import PageQuery, RequestModel
+from .common import PageQuery, RequestModel, ResponseModel
 
 Title = Annotated[str, Field(min_length=1, max_length=200)]
 Content = Annotated[str, Field(min_length=1, max_length=100_000)]
@@ -37,12 +37,12 @@ class CommentCreate(RequestModel):
     body: str = Field(min_length=1, max_length=5000)
 
 
-class AuthorRef(BaseModel):
+class AuthorRef(ResponseModel):
     id: str
     username: str
 
 
-class PostPublic(BaseModel):
+class PostPublic(ResponseModel):
     id: str
     title: str
     content: str
@@ -54,7 +54,7 @@ class PostPublic(BaseModel):
     updated_at: str
 
 
-class CommentPublic(BaseModel):
+class CommentPublic(ResponseModel):
     id: str
     post_id: str
     body: str

@@ -2,9 +2,9 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from .common import PageQuery, RequestModel, query_int
+from .common import PageQuery, RequestModel, ResponseModel, query_int
 
 Sku = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Z0-9-]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -69,7 +69,7 @@ class ProductListQuery(PageQuery):
         return self
 
 
-class ProductPublic(BaseModel):
+class ProductPublic(ResponseModel):
     id: str
     sku: str
     name: str

@@ -3,9 +3,9 @@
 from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, Field
 
-from .common import RequestModel
+from .common import RequestModel, ResponseModel
 
 Username = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Role = Literal["user", "admin"]
@@ -64,7 +64,7 @@ class RoleUpdate(RequestModel):
     role: Role
 
 
-class UserPublic(BaseModel):
+class UserPublic(ResponseModel):
     id: str
     username: str
     email: str
@@ -72,7 +72,7 @@ class UserPublic(BaseModel):
     created_at: str
 
 
-class Tokens(BaseModel):
+class Tokens(ResponseModel):
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"

@@ -8,6 +8,8 @@ byte, what RequestHandler.finish and HTTP1Connection.write_headers would have wr
 
 from tornado import httputil
 
+from .tornado_private import abandon, break_cycles, keeps_alive, response_headers
+
 # What follows Content-Length: the end of the head, after the Connection header Tornado adds
 # when the connection will close (HTTP/1.1) or stays open on request (HTTP/1.0).
 END_OF_HEAD = b"\r\n"
@@ -20,11 +22,10 @@ def response_head(handler) -> tuple[bytes, bytes, bool]:
     answer `handler` would send now with a body."""
     status = handler.get_status()
     lines = [b"HTTP/1.1 %d %s" % (status, httputil.responses[status].encode())]
-    # Tornado keeps no public view of the headers it is about to send.
-    lines += [f"{name}: {value}".encode("latin1") for name, value in handler._headers.get_all()]
+    lines += [f"{name}: {value}".encode("latin1")
+              for name, value in response_headers(handler).get_all()]
     request = handler.request
-    # Decided by Tornado from the request line and its Connection header when it was read.
-    keep_alive = not request.connection._disconnect_on_finish
+    keep_alive = keeps_alive(request.connection)
     if request.version == "HTTP/1.1" and not keep_alive:
         end = CLOSE_AT_END
     elif (request.version == "HTTP/1.0"
@@ -50,12 +51,5 @@ def take_socket(handler):
     # detach() skips what finish() would do last: BaseHandler counts requests in flight in
     # on_finish, and the handler's cycles would otherwise wait for the collector.
     handler.on_finish()
-    handler._break_cycles()
-    if stream._state is not None:
-        stream.io_loop.remove_handler(stream.fileno())
-        stream._state = None
-    unread = bytes(stream._read_buffer[:stream._read_buffer_size])
-    sock = stream.socket
-    stream.socket = None
-    stream._closed = True
-    return sock, unread
+    break_cycles(handler)
+    return abandon(stream)

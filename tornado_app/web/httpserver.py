@@ -5,8 +5,11 @@ import json
 import uuid
 
 from tornado.http1connection import HTTP1ServerConnection
-from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
+
+from ..runtime.listen import ACCEPTS_PER_TURN, add_accept_handler
+from .tornado_private import accept_callback, add_listener, put_back, request_context, server_connections
 
 
 def _refusal() -> bytes:
@@ -45,7 +48,7 @@ class CountedConnection(HTTP1ServerConnection):
         self.server = server
 
     def release(self) -> None:
-        self.server._connections.discard(self)
+        server_connections(self.server).discard(self)
 
 
 class CappedHTTPServer(HTTPServer):
@@ -59,8 +62,16 @@ class CappedHTTPServer(HTTPServer):
         self.parked_polls = parked_polls
         self.refused = 0
 
+    def add_sockets(self, sockets) -> None:
+        # TCPServer.add_sockets, with a bounded number of accepts per turn of the loop.
+        sockets = list(sockets)
+        per_turn = max(1, ACCEPTS_PER_TURN // len(sockets)) if sockets else 1
+        for sock in sockets:
+            add_listener(self, sock,
+                         add_accept_handler(sock, accept_callback(self), per_turn))
+
     def open_connections(self) -> int:
-        return len(self._connections) + len(self.open_websockets) + self.parked_polls.sockets_held
+        return len(server_connections(self)) + len(self.open_websockets) + self.parked_polls.sockets_held
 
     def handle_stream(self, stream, address) -> None:
         if self.open_connections() >= self.max_connections:
@@ -72,13 +83,13 @@ class CappedHTTPServer(HTTPServer):
     def _serve(self, stream, address) -> None:
         # HTTPServer.handle_stream, with a CountedConnection.
         _nodelay_for_good(stream)
-        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
+        context = request_context(stream, address, self.protocol, self.trusted_downstream)
         conn = CountedConnection(self, stream, self.conn_params, context)
-        self._connections.add(conn)
+        server_connections(self).add(conn)
         conn.start_serving(self)
 
     def on_close(self, server_conn) -> None:
-        self._connections.discard(server_conn)  # already gone if it was released
+        server_connections(self).discard(server_conn)  # already gone if it was released
 
     def take_back(self, sock, unread: bytes) -> None:
         """A connection lent to a parked long-poll comes back for its next request, with any
@@ -91,7 +102,6 @@ class CappedHTTPServer(HTTPServer):
         # As TCPServer does for a new connection.
         stream = IOStream(sock, max_buffer_size=self.max_buffer_size,
                           read_chunk_size=self.read_chunk_size)
-        if unread:  # IOStream has no public way to put bytes back
-            stream._read_buffer += unread
-            stream._read_buffer_size = len(unread)
+        if unread:
+            put_back(stream, unread)
         self._serve(stream, address)

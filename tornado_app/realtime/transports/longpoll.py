@@ -32,9 +32,9 @@ class PollHandler(BaseHandler):
         hub = self.ctx.hub
         records = []  # what the answer carries: the replay, then live events, in seq order
 
-        def collect(record) -> None:
-            if len(records) < POLL_MAX_EVENTS:  # the client asks again from the cursor
-                records.append(record)
+        def collect(new) -> None:
+            # Past the limit the client asks again from the cursor.
+            records.extend(new[:POLL_MAX_EVENTS - len(records)])
 
         self.subscription = subscription = Subscription(hub, collect, self._log_replaced)
         try:

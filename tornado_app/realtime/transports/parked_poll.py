@@ -59,14 +59,15 @@ class ParkedPoll:
                  "subscription", "cursor", "records", "deadline", "expiry_queue", "started",
                  "request_id", "user_id", "unsent", "user", "family", "expires")
 
-    def deliver(self, record) -> None:
+    def deliver(self, new) -> None:
         """The sink of its subscription (realtime.subscription), which drops what is not newer."""
         records = self.records
-        # Past the limit an event would not be sent anyway: the client asks again from the cursor.
-        if records is None or len(records) >= POLL_MAX_EVENTS:
+        if records is None:
             return
-        records.append(record)
-        if len(records) == 1:
+        was_empty = not records
+        # Past the limit an event would not be sent anyway: the client asks again from the cursor.
+        records.extend(new[:POLL_MAX_EVENTS - len(records)])
+        if was_empty and records:
             self.parking.ready(self)
 
     def answer(self) -> None:

@@ -9,6 +9,7 @@ from tornado_app.realtime.channels import disallowed
 from tornado_app.realtime.subscription import Subscription
 from tornado_app.schemas.notifications import StreamQuery
 from tornado_app.core.wire import MAX_INT, parse_decimal
+from tornado_app.web.tornado_private import finished, pending_output
 
 from handlers.base import BaseHandler
 
@@ -51,7 +52,7 @@ class StreamHandler(BaseHandler):
             self.finish()  # what a GET would answer with, without the stream
             return
         self._done = asyncio.get_running_loop().create_future()
-        self.subscription = Subscription(hub, self._send_record, self._log_replaced)
+        self.subscription = Subscription(hub, self._send_records, self._log_replaced)
         self.ctx.connections.streams.add(self)
         if self.user is not None and disallowed(None, channels)[1]:
             # Private channels: the stream lasts only as long as the right to read them.
@@ -73,11 +74,13 @@ class StreamHandler(BaseHandler):
         finally:
             # However the stream ends (a failed replay included), it leaves the gauge and the hub.
             self._cleanup()
-        if not self._finished:
+        if not finished(self):
             self.finish()
 
-    def _send_record(self, record) -> None:
-        self._write(record.sse)
+    def _send_records(self, records) -> None:
+        # One write and one flush: one send for every message handed over together.
+        self._write(records[0].sse if len(records) == 1
+                    else b"".join([record.sse for record in records]))
 
     def _log_replaced(self, epoch: str, oldest_seq: int) -> None:
         error = {"code": "cursor_expired", "message": "the event log was replaced: reload your "
@@ -110,13 +113,11 @@ class StreamHandler(BaseHandler):
         self._write(b": keep-alive\n\n")
 
     def _write(self, data: bytes) -> None:
-        if self._finished or self.request.connection.stream.closed():
+        if finished(self) or self.request.connection.stream.closed():
             return
         self.write(data)
         self.flush()
-        # IOStream's `_write_buffer`: private, but stable across Tornado 6.
-        if len(self.request.connection.stream._write_buffer) > \
-                self.ctx.settings.ws_max_pending_bytes:
+        if pending_output(self.request.connection.stream) > self.ctx.settings.ws_max_pending_bytes:
             self.ctx.connections.slow_consumers_closed += 1
             self.request.connection.stream.close()
             self.end()

@@ -3,6 +3,7 @@
 from tornado_app.web.detached_http import take_socket
 from tornado_app.core.errors import ApiError
 from tornado_app.web.openapi import operation
+from tornado_app.realtime.deflate import negotiate
 from tornado_app.realtime.session import EventSession
 from tornado_app.realtime.websocket import accept_key, valid_key
 
@@ -57,10 +58,15 @@ class EventsSocket(BaseHandler):
 
     def _upgrade(self, key: str, claims) -> None:
         """Answers 101 and hands the socket to the session; Tornado is done with it."""
+        deflate, extensions = None, b""
+        if self.ctx.settings.ws_compression:
+            deflate, answer = negotiate(self.request.headers.get_list("Sec-WebSocket-Extensions"))
+            if answer is not None:
+                extensions = b"Sec-WebSocket-Extensions: %s\r\n" % answer.encode()
         handshake = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Request-ID: %s\r\n"
-                     b"\r\n" % (accept_key(key).encode(), self.request_id.encode()))
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%sX-Request-ID: %s\r\n"
+                     b"\r\n" % (accept_key(key).encode(), extensions, self.request_id.encode()))
         self.set_status(101)
         self.application.log_request(self)
         sock, received = take_socket(self)
-        self.session_class(sock, self.ctx, self.user, claims).start(handshake, received)
+        self.session_class(sock, self.ctx, self.user, claims, deflate).start(handshake, received)
