@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from tornado_app.web.tornado_private import server_connections
+
 
 async def _get_health(reader, writer) -> bytes:
     writer.write(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -21,7 +23,7 @@ async def _get_health(reader, writer) -> bytes:
 def _server_side_nodelay(server) -> list[int]:
     # The server's end of each open HTTP connection (the test's client holds the only one).
     return [conn.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            for conn in server.http._connections]
+            for conn in server_connections(server.http)]
 
 
 @pytest.mark.gen_test
