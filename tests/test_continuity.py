@@ -184,6 +184,20 @@ async def test_a_replaced_log_answers_a_waiting_poll_and_the_next_one_is_410(api
     assert again.json["error"]["details"][0]["epoch"] != old
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_a_replaced_log_answers_every_waiting_poll(api, server):
+    """Parked polls share one callback for a replaced log: the first told answers them all."""
+    old = await _epoch(api)
+    waiting = [asyncio.ensure_future(api.get(f"{POLL}?channels={channel}&since=0&epoch={old}"
+                                             "&timeout=20"))
+               for channel in ("posts", "products", "posts")]
+    await wait_until(lambda: len(server.ctx.connections.polls) == 3)
+    await _replace_log(server)
+    answers = await asyncio.wait_for(asyncio.gather(*waiting), 15)
+    assert [(answer.code, answer.json["events"]) for answer in answers] == [(200, [])] * 3
+    assert not server.ctx.connections.polls
+
+
 # --- Event-Seq: no gap between loading and subscribing -------------------------------------------
 
 @pytest.mark.parametrize("path", ["/api/v1/posts", "/api/v1/products"])

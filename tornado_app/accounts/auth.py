@@ -9,6 +9,7 @@ one wins, and a token presented again after rotation revokes the whole family.
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from pymongo.errors import DuplicateKeyError
@@ -32,6 +33,13 @@ def tokens_public(tokens: TokenService, user: dict, family: str, refresh_jti: st
             "expires_in": tokens.access_ttl}
 
 
+# Told the id of a token family once this process has revoked it (logout, a reused refresh
+# token), after the revocation is stored and recorded for other workers
+# (accounts/grant_changes.py): realtime.grants re-checks open connections at once rather than at
+# its next pass. Must not block or raise.
+RevokeListener = Callable[[str], None]
+
+
 class AuthService:
     def __init__(self, db, users: UserStore, hasher: PasswordHasher, tokens: TokenService,
                  max_failures: int, window: int):
@@ -47,8 +55,12 @@ class AuthService:
         # requests or WebSocket upgrades with one token costs one database round trip.
         self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
-        users.on_change.append(self._forget_user)
-        self.on_revoke = []  # callbacks(family) once a family is revoked
+        users.add_listener(self._forget_user)
+        self._revoke_listeners: list[RevokeListener] = []
+
+    def add_listener(self, listener: RevokeListener) -> None:
+        """listener(family) is called once per family this service revokes."""
+        self._revoke_listeners.append(listener)
 
     async def register(self, username: str, email: str, password: str, role: str = "user",
                        op_id=None) -> dict:
@@ -118,8 +130,8 @@ class AuthService:
             # News for the open connections of every worker (realtime.grants); once per family,
             # however often a leaked refresh token is replayed.
             await grant_changes.record(self.db, family=family)
-            for callback in self.on_revoke:
-                callback(family)
+            for listener in self._revoke_listeners:
+                listener(family)
 
     async def authenticate(self, access_token: str) -> tuple[dict, str]:
         """The user an access token belongs to, and its family; 401 if anything is off."""

@@ -1,5 +1,7 @@
 """User accounts: storage, uniqueness and the public shape."""
 
+from collections.abc import Callable
+
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
@@ -15,6 +17,13 @@ def user_public(doc: dict) -> dict:
             "role": doc["role"], "created_at": iso(doc["created_at"])}
 
 
+# Told the id of a user whose role this process has just changed (after the change is stored and
+# recorded for other workers, accounts/grant_changes.py): AuthService forgets its cached lookups
+# of that user, and realtime.grants re-checks open connections at once rather than at its next
+# pass. Must not block or raise.
+RoleChangeListener = Callable[[str], None]
+
+
 def _duplicate_field(exc: DuplicateKeyError) -> str:
     text = str(exc.details or exc)
     return "email" if "email" in text else "username"
@@ -24,7 +33,11 @@ class UserStore:
     def __init__(self, db):
         self.db = db
         self.users = db["users"]
-        self.on_change = []  # callbacks(user_id) after a user's role changes
+        self._listeners: list[RoleChangeListener] = []
+
+    def add_listener(self, listener: RoleChangeListener) -> None:
+        """listener(user_id) is called after each role change made through this store."""
+        self._listeners.append(listener)
 
     async def create(self, username: str, email: str, password_hash: str, role: str = "user",
                      op_id=None) -> dict:
@@ -67,6 +80,6 @@ class UserStore:
         if not doc:
             raise not_found("user")
         await grant_changes.record(self.db, user_id=str(doc["_id"]))
-        for callback in self.on_change:
-            callback(str(doc["_id"]))
+        for listener in self._listeners:
+            listener(str(doc["_id"]))
         return doc

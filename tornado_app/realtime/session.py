@@ -10,6 +10,7 @@ from ..core.errors import ApiError
 from ..core.jsonbody import parse_json_object
 from ..core.wire import MAX_INT, bounded_int
 from .channels import check_access, check_channels, disallowed
+from .interfaces import RealtimeContext
 from .subscription import Subscription
 from .websocket import OP_TEXT, OPEN, WebSocketConnection
 
@@ -27,7 +28,9 @@ class EventSession(WebSocketConnection):
     __slots__ = ("ctx", "user", "family", "expires", "subscription", "_tokens", "_refilled",
                  "_dropped")
 
-    def __init__(self, sock, ctx, user=None, claims=None, deflate=None):
+    ctx: RealtimeContext
+
+    def __init__(self, sock, ctx: RealtimeContext, user=None, claims=None, deflate=None):
         settings = ctx.settings
         super().__init__(sock, settings.ws_max_message_bytes, settings.ws_max_pending_bytes,
                          deflate)

@@ -68,6 +68,6 @@ def build_context(settings: Settings, db: Database, jwt_secret: str) -> AppConte
     ctx.grants = GrantCheck(db, settings.auth_recheck_interval)
     ctx.parked_polls.grants = ctx.grants
     # Revocations and role changes made by this process reach its connections at once.
-    auth.on_revoke.append(ctx.grants.check_soon)
-    users.on_change.append(ctx.grants.check_soon)
+    auth.add_listener(ctx.grants.check_soon)
+    users.add_listener(ctx.grants.check_soon)
     return ctx
