@@ -9,11 +9,16 @@ network blip): the time until the last has resumed, with the listen-queue overfl
     -> seconds from the first reconnect to the last resumed; TcpExtListenOverflows over it
 
     python -m bench.storm [--quick] [--runs N]
+
+STORM_N=3000 runs fewer subscribers; STORM_PY_SPY=/path/to/py-spy samples the server during the
+reconnect (py-spy's raw collapsed stacks, one file per run in the log directory; the path is in
+the run's `py_spy_profile`).
 """
 
 import http.client
 import os
 import re
+import subprocess
 import time
 
 from . import api, cli, netstat, procs
@@ -50,6 +55,30 @@ def open_websockets(port: int) -> float:
     return metric(port, "tornado_app_websocket_connections")
 
 
+def start_sampler(target, out: dict):
+    """py-spy on the server for the reconnect, when STORM_PY_SPY names its binary."""
+    py_spy = os.environ.get("STORM_PY_SPY")
+    if not py_spy:
+        return None
+    profile = target.stack.log_dir / f"pyspy-storm-{target.name}-{target.runs_started}.txt"
+    out["py_spy_profile"] = str(profile)
+    sampler = subprocess.Popen(
+        [py_spy, "record", "--nonblocking", "--format", "raw", "--rate", "200", "--output",
+         str(profile), "--pid", str(target.proc.pid)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attached before the first reconnect
+    return sampler
+
+
+def stop_sampler(sampler) -> None:
+    if sampler is None:
+        return
+    sampler.send_signal(2)  # SIGINT: py-spy writes what it has sampled and exits
+    _, err = sampler.communicate(timeout=60)
+    if sampler.returncode not in (0, -2):
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+
+
 def run(target, n: int, mode) -> dict:
     out = {"target": target.name, "n": n, "missed": MISSED, "loadavg_start": os.getloadavg()[0],
            "loadavg": os.getloadavg(),
@@ -83,10 +112,12 @@ def run(target, n: int, mode) -> dict:
                 time.sleep(0.2)
             out["open_before_reconnect"] = open_websockets(target.port)
             out["settle_seconds"] = procs.settle(target.pids(), timeout=60)
+            sampler = start_sampler(target, out)
             before, cpu = netstat.tcp_ext(), sum(procs.cpu_seconds(p) for p in target.pids())
             replies = fleet.command("reconnect", MISSED, STORM_IN_FLIGHT, RESUME_TIMEOUT,
                                     timeout=RESUME_TIMEOUT + 120)
             out["server_cpu_s"] = sum(procs.cpu_seconds(p) for p in target.pids()) - cpu
+            stop_sampler(sampler)
             out["tcp"] = netstat.delta(before, netstat.tcp_ext())
             start = min(r["start"] for r in replies)
             resumed = [t - start for r in replies for t in r["resumed"]]
@@ -105,7 +136,7 @@ def run(target, n: int, mode) -> dict:
 
 
 def measure(stack, mode) -> dict:
-    n = N_FULL if mode.name == "full" else N_QUICK
+    n = int(os.environ.get("STORM_N") or (N_FULL if mode.name == "full" else N_QUICK))
     targets = [Ours(stack)]
     # STORM_BEFORE=PATH: another checkout of the server (e.g. before this change), run by turns
     # with this one.

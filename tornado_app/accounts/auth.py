@@ -19,6 +19,7 @@ from ..core.clock import utcnow
 from ..core.errors import ApiError, unauthorized
 from .security import PasswordHasher, TokenClaims, TokenService
 from .users import UserStore
+from .verified_tokens import VerifiedTokens
 
 AUTH_CACHE_SECONDS = 2.0
 AUTH_CACHE_SIZE = 50_000
@@ -55,6 +56,7 @@ class AuthService:
         # requests or WebSocket upgrades with one token costs one database round trip.
         self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
+        self.verified = VerifiedTokens()  # access tokens already decoded, until their exp
         users.add_listener(self._forget_user)
         self._revoke_listeners: list[RevokeListener] = []
 
@@ -146,7 +148,10 @@ class AuthService:
         effect at once; made through another worker, within AUTH_CACHE_SECONDS. (Open
         connections are re-checked by realtime.grants.)
         """
-        claims = self.tokens.decode(access_token, "access")
+        claims = self.verified.get(access_token)
+        if claims is None:
+            claims = self.tokens.decode(access_token, "access")
+            self.verified.put(access_token, claims)
         key = (claims.fam, claims.sub)
         recent = self._recent.get(key)
         if recent is not None and recent[0] > time.monotonic():

@@ -306,20 +306,37 @@ class Hub:
             except Exception:
                 log.exception("a subscriber failed to expire")
 
-    async def replay(self, channels, after: int, up_to: int, limit: int | None = None):
-        """Records on `channels` with after < seq <= up_to, in order (memory first, then the log)."""
+    def in_memory(self, since: int, epoch: str | None = None) -> bool:
+        """True when `since` is a good cursor (check_cursor would pass it) and every event after
+        it is still in memory: a resume that needs no database and no await."""
+        current = self.log.epoch
+        if epoch is not None and current is not None and epoch != current:
+            return False
+        return since <= self.last_seq and bool(self.recent) and since >= self.recent[0].seq - 1
+
+    def replay_recent(self, channels, after: int, up_to: int, limit: int | None = None):
+        """`replay` from memory: None unless memory holds everything after `after`."""
+        if not self.recent or self.recent[0].seq > after + 1:
+            return None
         wanted = set(channels)
         out: list[Record] = []
-        if self.recent and self.recent[0].seq <= after + 1:
-            start = max(after + 1 - self.recent[0].seq, 0)
-            for record in islice(self.recent, start, None):
-                if record.seq > up_to:
+        start = max(after + 1 - self.recent[0].seq, 0)
+        for record in islice(self.recent, start, None):
+            if record.seq > up_to:
+                break
+            if record.channel in wanted:
+                out.append(record)
+                if limit is not None and len(out) >= limit:
                     break
-                if record.channel in wanted:
-                    out.append(record)
-                    if limit is not None and len(out) >= limit:
-                        break
+        return out
+
+    async def replay(self, channels, after: int, up_to: int, limit: int | None = None):
+        """Records on `channels` with after < seq <= up_to, in order (memory first, then the log)."""
+        out = self.replay_recent(channels, after, up_to, limit)
+        if out is not None:
             return out
+        wanted = set(channels)
+        out = []
         cursor = after
         while cursor < up_to:
             batch = REPLAY_BATCH if limit is None else min(REPLAY_BATCH, limit - len(out))

@@ -132,6 +132,41 @@ class Subscription:
                 self.deliver(queued)  # dropped by the cursors if already replayed
         return up_to
 
+    def add_recent(self, channels: list[str], since: int, on_subscribed=None,
+                   epoch: str | None = None) -> int | None:
+        """`add` with `since` when the hub's memory holds every event after it (a client back
+        after a blip), done at once: no await, so no task, no queue for live events (none can
+        arrive meanwhile), and the ack and the replay leave together. Returns the seam as `add`
+        does, or None, having done nothing, when `add` is needed (the database, an error).
+
+        In a reconnect storm of 15,000 resuming WebSockets the task, its callbacks and the
+        reader removed and added again around it were ~4% of the server's samples (py-spy).
+        """
+        hub = self.hub
+        if not hub.in_memory(since, epoch):
+            return None
+        if on_subscribed is not None:
+            on_subscribed()
+        new = [name for name in channels if name not in self.channels]
+        for name in new:
+            self.channels[name] = since
+        hub.subscribe(self, new)
+        up_to = hub.last_seq
+        after = since
+        while True:
+            page = hub.replay_recent(channels, after, up_to, REPLAY_PAGE)
+            if page:
+                self.sink(page)  # a page in one send
+            if self.sink is _nowhere:
+                return up_to  # closed by that send (a slow consumer)
+            if len(page) < REPLAY_PAGE:
+                break
+            after = page[-1].seq
+        for name in channels:
+            if name in self.channels:
+                self.channels[name] = max(self.channels[name], since, up_to)
+        return up_to
+
     def retarget(self, sink: Sink, on_expired: OnExpired | None = None) -> None:
         """Hands the live events to another consumer (a long-poll that leaves Tornado to wait),
         with no moment without a subscription: nothing published meanwhile can be missed."""

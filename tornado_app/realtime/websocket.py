@@ -144,11 +144,15 @@ class WebSocketConnection:
     def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
         """One message of this connection alone, deflated on its own when the extension was
         negotiated and `compress` (server_no_context_takeover: no compressor is kept)."""
+        self.write(self.message_frame(opcode, payload, compress))
+
+    def message_frame(self, opcode: int, payload: bytes, compress: bool = True) -> bytes:
+        """The frame send_message sends (each deflated on its own: frames may be kept and
+        sent later, together)."""
         deflate = self.deflate
         if deflate is not None and compress:
-            self.write(server_frame(opcode, deflate_message(payload, deflate.server_bits), RSV1))
-        else:
-            self.write(server_frame(opcode, payload))
+            return server_frame(opcode, deflate_message(payload, deflate.server_bits), RSV1)
+        return server_frame(opcode, payload)
 
     def _write_raw(self, data: bytes) -> None:
         outbuf = self.outbuf
