@@ -143,14 +143,19 @@ class Worker:
         return errors
 
 
-def worker_main(conn, spec: dict) -> None:
+def run_worker(worker_class, conn, spec: dict) -> None:
+    """A client process's main: `worker_class(conn, spec).main()` on uvloop when it is there."""
     try:
         import uvloop
         factory = uvloop.new_event_loop
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(Worker(conn, spec).main())
+        runner.run(worker_class(conn, spec).main())
+
+
+def worker_main(conn, spec: dict) -> None:
+    run_worker(Worker, conn, spec)
 
 
 def _merge_errors(replies) -> dict:

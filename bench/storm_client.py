@@ -9,8 +9,8 @@ import asyncio
 import socket
 import time
 
-from .loadclient import CONNECT_TIMEOUT, IP_BIND_ADDRESS_NO_PORT, Worker
-from .wsproto import WS_ACCEPT, client_frame, ws_upgrade_request
+from .loadclient import CONNECT_TIMEOUT, IP_BIND_ADDRESS_NO_PORT, Worker, run_worker
+from .wsproto import WS_ACCEPT, client_frame, frame_at, ws_upgrade_request
 
 # Latency histogram: 1 ms buckets up to a minute; anything later lands in the last one.
 BUCKETS = 60_000
@@ -110,22 +110,9 @@ class Sub(asyncio.Protocol):
         pos, size = 0, len(buf)
         counts = self.counts
         counted = 0
-        while size - pos >= 2:
-            opcode = buf[pos] & 0x0F
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                head = 10
-            if size - pos < head + length:
-                break
+        while (frame := frame_at(buf, pos, size)) is not None:
+            first, head, length = frame
+            opcode = first & 0x0F
             if opcode == 0x1 and buf.startswith(EVENT, pos + head):
                 counted += 1
                 if self.sampled:
@@ -316,10 +303,4 @@ class StormWorker(Worker):
 
 
 def storm_worker_main(conn, spec: dict) -> None:
-    try:
-        import uvloop
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(StormWorker(conn, spec).main())
+    run_worker(StormWorker, conn, spec)

@@ -47,6 +47,28 @@ def inflated(payload: bytes) -> bytes:
     return _last_inflated[1]
 
 
+def frame_at(buf: bytes, pos: int, size: int):
+    """(first byte, header length, payload length) of the whole server frame (unmasked) that
+    starts at `pos`, or None while it has not all arrived."""
+    if size - pos < 2:
+        return None
+    length = buf[pos + 1] & 0x7F
+    head = 2
+    if length == 126:
+        if size - pos < 4:
+            return None
+        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+        head = 4
+    elif length == 127:
+        if size - pos < 10:
+            return None
+        length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+        head = 10
+    if size - pos < head + length:
+        return None
+    return buf[pos], head, length
+
+
 def client_frame(opcode: int, payload: bytes, rsv: int = 0) -> bytes:
     """A masked client-to-server frame (RFC 6455 §5.2), payload under 126 bytes."""
     assert len(payload) < 126
@@ -148,23 +170,9 @@ class WsClient(asyncio.Protocol):
         """Handles every whole server frame in `buf` (unmasked); returns the rest."""
         pos = 0
         size = len(buf)
-        while size - pos >= 2:
-            rsv1 = buf[pos] & 0x40
-            opcode = buf[pos] & 0x0F
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                head = 10
-            if size - pos < head + length:
-                break
+        while (frame := frame_at(buf, pos, size)) is not None:
+            first, head, length = frame
+            rsv1, opcode = first & 0x40, first & 0x0F
             payload = buf[pos + head:pos + head + length]
             pos += head + length
             if rsv1:
