@@ -17,20 +17,20 @@ def _claims(exp: float) -> TokenClaims:
 
 
 def test_a_verified_token_gives_back_its_claims():
-    verified = VerifiedTokens()
+    verified = VerifiedTokens(size=100)
     claims = _claims(time.time() + 60)
     verified.put("token-a", claims)
     assert verified.get("token-a") is claims
 
 
 def test_a_token_never_verified_is_not_known():
-    verified = VerifiedTokens()
+    verified = VerifiedTokens(size=100)
     verified.put("token-a", _claims(time.time() + 60))
     assert verified.get("token-b") is None
 
 
 def test_a_token_past_its_exp_is_not_known_and_is_forgotten():
-    verified = VerifiedTokens()
+    verified = VerifiedTokens(size=100)
     verified.put("token-a", _claims(time.time() - 0.001))
     assert verified.get("token-a") is None
     assert len(verified) == 0

@@ -56,7 +56,7 @@ class AuthService:
         # requests or WebSocket upgrades with one token costs one database round trip.
         self._recent: dict[tuple[str, str], tuple[float, dict]] = {}
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
-        self.verified = VerifiedTokens()  # access tokens already decoded, until their exp
+        self.verified = VerifiedTokens(AUTH_CACHE_SIZE)  # tokens already decoded, until their exp
         users.add_listener(self._forget_user)
         self._revoke_listeners: list[RevokeListener] = []
 

@@ -19,17 +19,16 @@ import time
 
 from .security import TokenClaims
 
-# Bounded by entries: a claims object (0.5 KB, tracemalloc) and its token string (0.4 KB) are
-# ~0.9 KB, so 50,000 (a worker's connections at most, as AuthService's AUTH_CACHE_SIZE) are
-# ~45 MB at worst, against ~15 KB per open connection. When full, everything goes (a refill costs
-# one decode per token, as before).
-VERIFIED_TOKENS_SIZE = 50_000
-
 
 class VerifiedTokens:
+    """Bounded by entries (AuthService passes its AUTH_CACHE_SIZE, a worker's connections at
+    most): a claims object (0.5 KB, tracemalloc) and its token string (0.4 KB) are ~0.9 KB, so
+    50,000 are ~45 MB at worst, against ~15 KB per open connection. When full, everything goes
+    (a refill costs one decode per token, as before)."""
+
     __slots__ = ("_claims", "size")
 
-    def __init__(self, size: int = VERIFIED_TOKENS_SIZE):
+    def __init__(self, size: int):
         self._claims: dict[str, TokenClaims] = {}
         self.size = size
 
