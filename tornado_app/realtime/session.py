@@ -79,11 +79,13 @@ class EventSession(WebSocketConnection):
         """Every record its own frame, all of them in one send; the same bytes for every
         subscriber with the same choice: compressed or plain."""
         deflate = self.deflate
-        if deflate is None:
-            frames = [record.frame for record in records]
+        if len(records) == 1:  # the usual case, once per subscriber per event: no list
+            record = records[0]
+            data = record.frame if deflate is None else record.frame_for(deflate)
+        elif deflate is None:
+            data = b"".join([record.frame for record in records])
         else:
-            frames = [record.frame_for(deflate) for record in records]
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
+            data = b"".join([record.frame_for(deflate) for record in records])
         if self._held is not None:
             data, self._held = self._held + data, None
         self.write(data)
