@@ -87,3 +87,11 @@ async def expire_events(server, up_to: int) -> None:
 async def user_with_id(api, name: str) -> tuple[str, str]:
     user = await api.register(name)
     return user["id"], (await api.login(name))["access_token"]
+
+
+def hand_out_per_turn(monkeypatch, count: int) -> None:
+    """Makes the hub's fan-out hand over to `count` subscribers per turn of the loop, however
+    fast they are: a pass then spans several turns, as one over 15,000 subscribers does."""
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_BATCH", count)
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SLICE", 0.0)
+    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SLICE_MAX", 0.0)

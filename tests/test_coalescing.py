@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tests.realtime_helpers import WsClient, publish, wait_until
+from tests.realtime_helpers import WsClient, hand_out_per_turn, publish, wait_until
 from tests.test_metrics import scrape
 from tornado_app.realtime.hub import Hub
 
@@ -41,8 +41,8 @@ async def session_of(server):
 async def test_a_burst_during_a_fan_out_reaches_everyone_in_order_each_once_in_few_writes(
         server, monkeypatch):
     # One subscriber per turn of the loop, so the first event's fan-out is still under way
-    # when the rest of the burst arrives, as with 15,000 subscribers and 500 per turn.
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    # when the rest of the burst arrives, as with 15,000 subscribers.
+    hand_out_per_turn(monkeypatch, 1)
     clients = [await WsClient.connect(server.port) for _ in range(3)]
     for ws in clients:
         await ws.subscribe(["posts"])
@@ -143,10 +143,10 @@ async def until_handed_out(hub: Hub) -> None:
 
 @pytest.mark.gen_test
 async def test_an_event_during_a_pass_joins_the_turns_still_to_come(monkeypatch):
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 2)
+    hand_out_per_turn(monkeypatch, 2)
     subscribers = [Recorder() for _ in range(5)]
     hub = hub_with(subscribers)
-    hub.on_event(event(1))  # the first share (two subscribers) has it at once
+    hub.on_event(event(1))  # the first slice (two subscribers) has it at once
     hub.on_event(event(2))
     hub.on_event(event(3))
     await until_handed_out(hub)
@@ -157,7 +157,7 @@ async def test_an_event_during_a_pass_joins_the_turns_still_to_come(monkeypatch)
 
 @pytest.mark.gen_test
 async def test_a_subscriber_that_joins_during_a_pass_gets_only_later_events(monkeypatch):
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    hand_out_per_turn(monkeypatch, 1)
     early = [Recorder() for _ in range(3)]
     hub = hub_with(early)
     hub.on_event(event(1))
@@ -171,7 +171,7 @@ async def test_a_subscriber_that_joins_during_a_pass_gets_only_later_events(monk
 
 @pytest.mark.gen_test
 async def test_a_subscriber_gone_during_a_pass_is_handed_nothing_more(monkeypatch):
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    hand_out_per_turn(monkeypatch, 1)
     subscribers = [Recorder() for _ in range(3)]
     hub = hub_with(subscribers)
     hub.on_event(event(1))
@@ -185,7 +185,7 @@ async def test_a_subscriber_gone_during_a_pass_is_handed_nothing_more(monkeypatc
 
 @pytest.mark.gen_test
 async def test_metrics_count_hand_overs_next_to_deliveries(api, server, monkeypatch):
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    hand_out_per_turn(monkeypatch, 1)
     clients = [await WsClient.connect(server.port) for _ in range(2)]
     for ws in clients:
         await ws.subscribe(["posts"])

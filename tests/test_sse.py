@@ -10,7 +10,8 @@ from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from tests.conftest import JWT_SECRET
-from tests.realtime_helpers import create_posts, expire_events, publish, user_with_id
+from tests.realtime_helpers import (create_posts, expire_events, hand_out_per_turn, publish,
+                                    user_with_id)
 from tornado_app.core.clock import utcnow
 from tornado_app.realtime import connections
 from tornado_app.runtime.server import Server
@@ -406,7 +407,7 @@ async def test_stream_resume_from_the_log_has_no_gap_and_no_duplicate(server, ss
 @pytest.mark.gen_test
 async def test_a_burst_arrives_in_order_each_once(server, sse, monkeypatch):
     """Events handed over together go out in one write, each its own SSE message."""
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 1)
+    hand_out_per_turn(monkeypatch, 1)
     clients = [await sse("?channels=posts") for _ in range(2)]
     await wait_until_streaming(server, 2)
     hub = server.ctx.hub

@@ -13,7 +13,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import websocket_connect
 
-from tests.realtime_helpers import WsClient, create_posts, wait_until
+from tests.realtime_helpers import WsClient, create_posts, hand_out_per_turn, wait_until
 from tornado_app.core.clock import utcnow
 
 
@@ -446,7 +446,7 @@ async def test_a_fan_out_shared_over_several_turns_keeps_every_subscriber_in_ord
         server, monkeypatch):
     """Events hand out a few subscribers per turn of the loop; a subscriber not reached yet
     gets the later events in the same turn, in order."""
-    monkeypatch.setattr("tornado_app.realtime.hub.FANOUT_SHARE", 2)
+    hand_out_per_turn(monkeypatch, 2)
     clients = [await WsClient.connect(server.port) for _ in range(5)]
     for ws in clients:
         await ws.subscribe(["posts"])

@@ -25,13 +25,25 @@ class Recorder:
         self.expired.append((epoch, oldest_seq))
 
 
-async def started_hub(log: MemoryLog, memory: int = 20000) -> Hub:
-    hub = Hub(log, memory=memory)
+class SteppingClock:
+    """A clock that moves a second each time it is read: every slice of the fan-out is then
+    exactly one batch, whatever the machine's speed."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+async def started_hub(log: MemoryLog, memory: int = 20000, clock=None) -> Hub:
+    hub = Hub(log, memory=memory) if clock is None else Hub(log, memory=memory, clock=clock)
     await hub.start()
     return hub
 
 
-async def turns(count: int = 5) -> None:
+async def turns(count: int = 300) -> None:
     """Lets the loop run the callbacks the hub scheduled."""
     for _ in range(count):
         await asyncio.sleep(0)
@@ -228,18 +240,33 @@ async def test_poll_log_delivers_what_the_log_has_past_the_hub():
     assert sub.seqs == [1, 2]
 
 
-# --- fan-out in shares -------------------------------------------------------------------------
+# --- fan-out in slices ------------------------------------------------------------------------
 
 @pytest.mark.gen_test
 async def test_a_large_fan_out_is_shared_over_turns_of_the_loop():
     log = MemoryLog()
-    hub = await started_hub(log)
-    subs = [Recorder() for _ in range(hub_module.FANOUT_SHARE * 2 + 1)]
+    hub = await started_hub(log, clock=SteppingClock())
+    subs = [Recorder() for _ in range(hub_module.FANOUT_BATCH * 2 + 1)]
     for sub in subs:
         hub.subscribe(sub, ["posts"])
     publish(log, hub, "posts")
-    assert sum(1 for sub in subs if sub.seqs) == hub_module.FANOUT_SHARE
+    assert sum(1 for sub in subs if sub.seqs) == hub_module.FANOUT_BATCH
+    await asyncio.sleep(0)
+    assert sum(1 for sub in subs if sub.seqs) == hub_module.FANOUT_BATCH * 2
     await turns()
+    assert all(sub.seqs == [1] for sub in subs)
+
+
+@pytest.mark.gen_test
+async def test_a_slice_of_the_fan_out_lasts_its_time_not_a_count():
+    """On the real clock, a slice hands over to as many subscribers as fit in FANOUT_SLICE:
+    subscribers that cost nothing are all served in the first one."""
+    log = MemoryLog()
+    hub = await started_hub(log, clock=lambda: 0.0)  # time stands still: one slice does all
+    subs = [Recorder() for _ in range(hub_module.FANOUT_BATCH * 50)]
+    for sub in subs:
+        hub.subscribe(sub, ["posts"])
+    publish(log, hub, "posts")
     assert all(sub.seqs == [1] for sub in subs)
 
 
@@ -248,7 +275,7 @@ async def test_an_event_during_a_fan_out_joins_the_turns_still_to_come():
     """Coalescing: a subscriber not reached yet gets both events in one hand-over (one write);
     every subscriber gets each event once, in order."""
     log = MemoryLog()
-    hub = await started_hub(log)
+    hub = await started_hub(log, clock=SteppingClock())
     handovers = []
 
     class Witness(Recorder):
@@ -256,15 +283,15 @@ async def test_an_event_during_a_fan_out_joins_the_turns_still_to_come():
             super().deliver(records)
             handovers.append([record.seq for record in records])
 
-    subs = [Witness() for _ in range(hub_module.FANOUT_SHARE + 10)]
+    subs = [Witness() for _ in range(hub_module.FANOUT_BATCH + 10)]
     for sub in subs:
         hub.subscribe(sub, ["posts"])
-    publish(log, hub, "posts")  # the first share has it at once
+    publish(log, hub, "posts")  # the first slice has it at once
     publish(log, hub, "posts")
     await turns()
     assert all(sub.seqs == [1, 2] for sub in subs)
-    assert sorted(handovers) == ([[1]] * hub_module.FANOUT_SHARE + [[1, 2]] * 10
-                                 + [[2]] * hub_module.FANOUT_SHARE)
+    assert sorted(handovers) == ([[1]] * hub_module.FANOUT_BATCH + [[1, 2]] * 10
+                                 + [[2]] * hub_module.FANOUT_BATCH)
     assert hub.delivered == 2 * len(subs)
 
 
@@ -272,8 +299,8 @@ async def test_an_event_during_a_fan_out_joins_the_turns_still_to_come():
 async def test_a_subscriber_added_during_a_fan_out_is_not_given_that_event():
     """It was dispatched before: the newcomer has it through its replay, not twice."""
     log = MemoryLog()
-    hub = await started_hub(log)
-    subs = [Recorder() for _ in range(hub_module.FANOUT_SHARE + 1)]
+    hub = await started_hub(log, clock=SteppingClock())
+    subs = [Recorder() for _ in range(hub_module.FANOUT_BATCH + 1)]
     for sub in subs:
         hub.subscribe(sub, ["posts"])
     publish(log, hub, "posts")

@@ -26,13 +26,28 @@ from .record import Record
 log = logging.getLogger(__name__)
 
 REPLAY_BATCH = 1000
-# Subscribers served per turn of the event loop: one event to tens of thousands of subscribers
-# is one send each (about 7 µs), so it is shared out over several turns and the loop keeps
-# answering other requests meanwhile, instead of stalling for the whole fan-out. A request takes
-# several turns of its own, so each turn is kept to a few ms (measured over 19,000 subscribers:
-# 2,000 per turn, /health waited up to 103 ms during the fan-out; 500 per turn, 37 ms; the
-# fan-out itself took as long either way).
-FANOUT_SHARE = 500
+# The fan-out runs in slices of time, one per turn of the event loop, so whatever else the loop
+# has to do waits at most one slice. Everything else waits too: a POST that stores an event
+# takes about twenty turns (its reads and writes on the database, the log's lock), so the
+# slice sets how fast events reach the hub while a fan-out is under way, and so how many of
+# them a subscriber's turn carries in one send. Measured with `RATE_N=15000 RATE_SECONDS=15
+# RATE_TARGETS=ours python -m bench.run rate --runs 1`, 20 events/s to 15,000 subscribers, one
+# run each on a quiet machine, slices as fixed counts of hand-overs (about 11 µs each):
+#   2,000 per turn (earlier, for /health during a fan-out: it waited up to 103 ms)
+#     500 (about 5 ms):   POST 3.2 s, 1.23 events per send, p99 27.8 s (a growing backlog)
+#     200 (about 2 ms):   POST 1.7 s, 2.85 events per send, p99 3.3 s
+#     100 (about 1 ms):   POST 34 ms, 3.35 events per send, p99 399 ms
+#      50 (about 0.5 ms): POST 22 ms, 3.38, p99 252 ms
+#      25 (about 0.3 ms): POST 16 ms, 3.56, p99 240 ms; server CPU per delivered event 3.2 µs
+#                         where 500 took 7.8 µs
+FANOUT_SLICE = 0.00025  # seconds
+# When the rest of the loop is busy too (requests, other sockets), the fan-out gets as long as
+# the rest took since its last slice: half the loop each, so a busy server still fans out at
+# half speed, not at the pace of a quarter millisecond per turn. At most this long, so that
+# one long turn (a pause of the collector, a slow callback) does not hold the loop twice over.
+FANOUT_SLICE_MAX = 0.004
+# Hand-overs between two looks at the clock (one look: ~0.06 µs; one hand-over: ~11 µs).
+FANOUT_BATCH = 8
 
 
 class Subscriber(Protocol):
@@ -48,8 +63,9 @@ class Subscriber(Protocol):
 
 
 class Hub:
-    def __init__(self, event_log, memory: int = 20000):
+    def __init__(self, event_log, memory: int = 20000, clock: Callable[[], float] = time.perf_counter):
         self.log = event_log
+        self._clock = clock
         self.last_seq = 0
         self.started = False
         self.channels: dict[str, set[Subscriber]] = {}
@@ -65,6 +81,8 @@ class Hub:
         self._pending: dict[Subscriber, list[Record] | tuple[Record]] = {}
         self._turns: deque[Subscriber] = deque()
         self._handing_out = False
+        # When the last slice of the fan-out ended (None: the fan-out was idle since).
+        self._slice_end: float | None = None
         # Turns queued and taken so far, and per event in hand (when it was dispatched, how
         # many turns had been queued then): it has reached everyone once those are all taken.
         self._queued = 0
@@ -183,7 +201,7 @@ class Hub:
         self._marks.append((time.perf_counter(), self._queued))
         if not self._handing_out:
             self._handing_out = True
-            self._hand_out()  # nothing under way: the first share goes out at once
+            self._hand_out()  # nothing under way: the first slice goes out at once
 
     def pending_events(self) -> int:
         """Events (one per subscriber) dispatched but not yet handed over."""
@@ -192,25 +210,38 @@ class Hub:
     def _hand_out(self) -> None:
         pending = self._pending
         turns = self._turns
-        share = min(FANOUT_SHARE, len(turns))
-        for _ in range(share):
-            subscriber = turns.popleft()
-            records = pending.pop(subscriber)
-            try:
-                subscriber.deliver(records)
-            except Exception:
-                log.exception("delivery to a subscriber failed")
-            self.delivered += len(records)
-        self.handed += share
-        self._taken += share
+        clock = self._clock
+        start = clock()
+        budget = FANOUT_SLICE
+        if self._slice_end is not None:
+            budget = min(max(budget, start - self._slice_end), FANOUT_SLICE_MAX)
+        deadline = start + budget
+        delivered = handed = 0
+        while True:
+            for _ in range(min(FANOUT_BATCH, len(turns))):
+                subscriber = turns.popleft()
+                records = pending.pop(subscriber)
+                try:
+                    subscriber.deliver(records)
+                except Exception:
+                    log.exception("delivery to a subscriber failed")
+                delivered += len(records)
+                handed += 1
+            if not turns or clock() >= deadline:
+                break
+        self.delivered += delivered
+        self.handed += handed
+        self._taken += handed
         marks = self._marks
         while marks and marks[0][1] <= self._taken:
             dispatched, _ = marks.popleft()
             if self.on_fanout is not None:
                 self.on_fanout(time.perf_counter() - dispatched)
         if turns:
+            self._slice_end = clock()
             asyncio.get_running_loop().call_soon(self._hand_out)
         else:
+            self._slice_end = None
             self._handing_out = False
 
     def forget_before(self, oldest_seq: int | None) -> None:
