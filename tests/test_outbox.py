@@ -165,3 +165,64 @@ async def test_events_of_one_resource_follow_its_versions(api, server):
     versions = [event["data"]["version"] for event in await _events(server)
                 if event["data"].get("id") == post_id]
     assert versions == sorted(versions) and len(versions) == 11
+
+
+# --- taking stored entries out on FerretDB: one document at a time, only while quiet ---------
+
+async def _pending_entries(server, ids) -> list:
+    docs = await server.ctx.db["posts"].find({"_id": {"$in": ids}}).to_list(None)
+    return [len(doc.get("_outbox") or ()) for doc in docs]
+
+
+@pytest.mark.gen_test
+async def test_stored_entries_are_taken_out_of_every_document_when_writes_are_quiet(api, server):
+    await api.user_token()
+    docs = [await _post_left_pending(server, f"left {n}") for n in range(3)]
+    await server.ctx.outbox.sweep()
+    await server.ctx.outbox.clear_stored(until_busy=True)
+    assert await _pending_entries(server, [doc["_id"] for doc in docs]) == [0, 0, 0]
+
+
+@pytest.mark.gen_test
+async def test_taking_entries_out_stops_at_the_next_stored_event_and_resumes_later(api, server):
+    """On FerretDB each of those updates reads the whole collection and holds the one write
+    connection: a request that stores an event is never kept waiting behind a whole batch."""
+    outbox = server.ctx.outbox
+    assert outbox.per_document  # the tests run on FerretDB
+    await api.user_token()
+    docs = [await _post_left_pending(server, f"left {n}") for n in range(4)]
+    await outbox.sweep()
+    ids = [doc["_id"] for doc in docs]
+    update_one = server.ctx.db["posts"].update_one
+    calls = []
+
+    async def a_write_arrives_meanwhile(*args, **kwargs):
+        calls.append(args)
+        result = await update_one(*args, **kwargs)
+        if len(calls) == 1:
+            await publish(server, "posts", 1)  # another request stores an event
+        return result
+
+    collection = server.ctx.db["posts"]
+    original = type(collection).update_one
+    try:
+        type(collection).update_one = lambda self, *a, **k: a_write_arrives_meanwhile(*a, **k)
+        await outbox.clear_stored(until_busy=True)
+    finally:
+        type(collection).update_one = original
+    assert len(calls) == 1
+    assert sorted(await _pending_entries(server, ids)) == [0, 1, 1, 1]
+    await outbox.clear_stored(until_busy=True)
+    assert await _pending_entries(server, ids) == [0, 0, 0, 0]
+
+
+@pytest.mark.gen_test
+async def test_an_entry_left_in_its_document_is_not_stored_again_after_a_restart(api, server):
+    await api.user_token()
+    doc = await _post_left_pending(server)
+    await server.ctx.outbox.flush("posts", doc)
+    # Never taken out (the server was never quiet), then the process restarted.
+    server.ctx.outbox._stored.clear()
+    server.ctx.outbox._to_clear.clear()
+    assert await server.ctx.outbox.sweep() == 0
+    assert len(await _events(server, "post.created")) == 1

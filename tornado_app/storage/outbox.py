@@ -16,8 +16,12 @@ unique `cid`, so a change offered twice is stored once).
   collection (only inserts are O(1)), so one more update per request made POST /api/v1/posts
   0.13x as fast (bench/writes.py, with the pop on the request's path), and a batch every half
   second still 0.39x (each batch blocks the one write connection while it scans); so on
-  FerretDB a batch goes every 10 s, on MongoDB (served by the _id index) every half second.
-  Until then a stored entry is known in memory (`_stored`) and not offered again. An entry the
+  MongoDB (served by the _id index) a batch goes every half second, and on FerretDB the
+  entries are taken out one document per command, only while no event is being stored
+  (`_clear_one_by_one`). Until then a stored entry is known in memory (`_stored`) and not
+  offered again; one left in its document (a server that never goes quiet keeps at most
+  STORED_MEMORY documents to clear) is harmless: a later flush or the sweep finds its event in
+  the log. An entry the
   log does not hold that is older than the oldest retained event counts as stored: a process
   that died before taking it out stayed down past the retention, which removed its event.
 - Entries are stored in the order they were appended, and a flusher stores every entry ahead
@@ -60,7 +64,11 @@ LIVE = {"_gone": {"$ne": True}}
 # Documents with pending events: `_outbox.cid` is indexed, and ObjectIds sort above MinKey/null.
 PENDING = {"_outbox.cid": {"$gte": ObjectId("0" * 24)}}
 SWEEP_INTERVAL = 5.0
-CLEAR_INTERVAL = {False: 0.5, True: 10.0}  # is_ferretdb → seconds between batches
+# is_ferretdb → seconds between batches. On FerretDB a batch stops at the first new event, so
+# it is tried often, to find the quiet moments.
+CLEAR_INTERVAL = {False: 0.5, True: 1.0}
+# At stop, stored entries are taken out for at most this long (the rest stay, harmless).
+STOP_CLEAR_BUDGET = 2.0
 # Cids of entries stored lately, so a flush of the same document before its entries are taken
 # out does not offer them again (which would cost a lookup in the log).
 STORED_MEMORY = 20_000
@@ -126,7 +134,8 @@ class Outbox:
         self._retry: dict[tuple, float] = {}
         # Whether the periodic sweep reads every pending document (an index serves it).
         self.full_sweeps = not getattr(db, "is_ferretdb", False)
-        self.clear_interval = CLEAR_INTERVAL[bool(getattr(db, "is_ferretdb", False))]
+        self.per_document = bool(getattr(db, "is_ferretdb", False))
+        self.clear_interval = CLEAR_INTERVAL[self.per_document]
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
@@ -195,7 +204,10 @@ class Outbox:
         if doc.get("_gone"):
             await self.db[resource.name].delete_one({"_id": doc["_id"]})
         elif done:
-            self._to_clear.setdefault(resource.name, {}).setdefault(doc["_id"], []).extend(done)
+            to_clear = self._to_clear.setdefault(resource.name, {})
+            to_clear.setdefault(doc["_id"], []).extend(done)
+            if len(to_clear) > STORED_MEMORY:
+                del to_clear[next(iter(to_clear))]  # left in its document: harmless
         return True
 
     async def _expired(self, resource: Resource, cids: list) -> set:
@@ -217,8 +229,13 @@ class Outbox:
         if len(self._stored) > STORED_MEMORY:
             self._stored.popitem(last=False)
 
-    async def clear_stored(self) -> None:
-        """Takes stored entries out of their documents: one command per collection."""
+    async def clear_stored(self, until_busy: bool = False, budget: float | None = None) -> None:
+        """Takes stored entries out of their documents: on MongoDB one command per collection;
+        on FerretDB one document per command, stopping (the rest kept for later) as soon as the
+        log stores a new event when `until_busy`, or after `budget` seconds."""
+        if self.per_document:
+            await self._clear_one_by_one(until_busy, budget)
+            return
         batches, self._to_clear = self._to_clear, {}
         for name, by_id in batches.items():
             entries = [item for items in by_id.values() for item in items]
@@ -231,8 +248,46 @@ class Outbox:
             except PyMongoError as exc:
                 # Left in place: harmless (they are known stored), taken out next time.
                 log.warning("could not take stored events out of %s: %s", name, exc)
-                for oid, items in by_id.items():
-                    self._to_clear.setdefault(name, {}).setdefault(oid, []).extend(items)
+                self._keep_for_later(name, by_id)
+
+    async def _clear_one_by_one(self, until_busy: bool, budget: float | None) -> None:
+        # On FerretDB 1.24 every update reads the whole collection, whatever its filter: about
+        # 5 µs per document (20 ms at 4,000 posts, one update by _id; an update_many of 100
+        # by $in took 1.2 s at 2,000). A batch every 10 s held the one write connection 0.2 to
+        # 1.5 s, and every request that writes waited behind it: at 20 posts/s to 15,000
+        # subscribers the POST's worst time rose run after run with the collection (0.9, then
+        # 2.0 s) and took delivery p99 with it. Stored entries in a document are harmless
+        # (known stored; after a restart the sweep finds them in the log), so they are taken out
+        # only while no event is being stored, one document per command: a write waits behind
+        # one of them at most.
+        loop = asyncio.get_running_loop()
+        started, published = loop.time(), self.events.published
+        batches, self._to_clear = self._to_clear, {}
+        for name, by_id in batches.items():
+            cleared: list = []
+            try:
+                while by_id:
+                    if (until_busy and self.events.published != published) or \
+                            (budget is not None and loop.time() - started > budget):
+                        break
+                    oid, items = next(iter(by_id.items()))
+                    await self.db[name].update_one({"_id": oid}, {"$pullAll": {"_outbox": items}})
+                    del by_id[oid]
+                    cleared.extend(items)
+            except PyMongoError as exc:
+                log.warning("could not take stored events out of %s: %s", name, exc)
+            finally:
+                self._keep_for_later(name, by_id)
+                after_cleared = self.resources[name].after_cleared
+                if cleared and after_cleared is not None:
+                    try:
+                        await after_cleared(cleared)
+                    except PyMongoError as exc:
+                        log.warning("could not finish clearing %s: %s", name, exc)
+
+    def _keep_for_later(self, name: str, by_id: dict) -> None:
+        for oid, items in by_id.items():
+            self._to_clear.setdefault(name, {}).setdefault(oid, []).extend(items)
 
     async def sweep(self) -> int:
         """Stores every pending event still in the database; returns how many documents."""
@@ -293,7 +348,7 @@ class Outbox:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         try:
-            await self.clear_stored()
+            await self.clear_stored(budget=STOP_CLEAR_BUDGET)
         except Exception as exc:  # the database may be gone already: the next start sweeps
             log.warning("stored events left in their documents at stop: %s", exc)
 
@@ -301,7 +356,7 @@ class Outbox:
         while not self._stopping:
             await asyncio.sleep(self.clear_interval)
             try:
-                await self.clear_stored()
+                await self.clear_stored(until_busy=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
