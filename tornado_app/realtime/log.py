@@ -54,6 +54,9 @@ class EventLog:
         self._lock = asyncio.Lock()
         self._listeners: list[EventListener] = []
         self.published = 0
+        # When this process last stored an event (the loop's clock; -inf: never): how busy the
+        # write path is (the outbox takes stored entries out only while it is quiet).
+        self.last_published = float("-inf")
         self.meta = db["event_log_meta"]
         self.epoch: str | None = None
 
@@ -133,6 +136,7 @@ class EventLog:
                     continue
                 self._last_seq = doc["_id"]
                 self.published += 1
+                self.last_published = asyncio.get_running_loop().time()
                 break
         finally:
             self._lock.release()
