@@ -39,7 +39,8 @@ def run(target, kind: str, n: int, mode, during_idle=None) -> dict:
         with Fleet(kind, n, "127.0.0.1", target.port, path,
                    token=target.token if kind == "ws" else None,
                    per_process=mode.per_process,
-                   deflate=getattr(target, "offer_deflate", False)) as fleet:
+                   deflate=getattr(target, "offer_deflate", False),
+                   extra={"marker": getattr(target, "event_marker", None)}) as fleet:
             pids = target.pids()
             procs.settle(pids)
             gc_scrapes = [gcstats.scrape(target.port)] if gc_seen else []

@@ -36,6 +36,7 @@ class Worker:
         self.conn = conn
         self.spec = spec
         self.tally = Tally()
+        self.tally.marker = spec.get("marker")
         self.clients: list = []
 
     async def main(self) -> None:

@@ -227,13 +227,19 @@ def section_deflate(data) -> list[str]:
     head = ["figure"] + [DEFLATE_LABELS[t] for t in present] + \
         [f"ours deflate / {DEFLATE_LABELS[t]} per run" for t in others]
     lines = ["## WebSocket compression (permessage-deflate)", "",
-             "N subscribers per target, idle, then one typical post event (1 KB of prose in "
-             "`content`) to all of them. Clients that offer send what a browser sends "
-             "(`permessage-deflate; client_max_window_bits`), send their subscribe compressed "
-             "and inflate the event. Ours compresses each event once for every compressed "
-             "subscriber (`server_no_context_takeover`); Tornado and websockets keep a "
-             "compressor per connection and compress once per subscriber. Peers broadcast an "
-             "event of the same shape and content (`GET /broadcast` for websockets).", "",
+             "N subscribers per target, idle, then two post events to all of them: a short "
+             "one, then a typical one (1 KB of prose in `content`), which is what is measured "
+             "(a subscriber in a stream gets an event with the one before it in its window). "
+             "Clients that offer send what a browser sends (`permessage-deflate; "
+             "client_max_window_bits`), send their subscribe compressed and inflate both events "
+             "with their context kept, as a browser does. Ours compresses each event once for "
+             "every compressed subscriber: deflated after the channel's previous event for the "
+             "peers that inflated that one last (it refers back to it), on its own for the "
+             "others; Tornado and websockets keep a compressor per connection and compress once "
+             "per subscriber. Peers broadcast events of the same shape and content (`GET "
+             "/broadcast` for websockets). Times run from the first event's trigger to the last "
+             "subscriber having the typical one. What one typical event can get to on its own: "
+             "`python -m bench.deflate_floor`.", "",
              f"Command: `{data['command']}`", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     no_ratio = {LOAD_ROW, "connections held", "connections whose event came compressed"}

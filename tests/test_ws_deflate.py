@@ -10,7 +10,7 @@ import websockets
 
 from tests.realtime_helpers import WsClient, create_posts
 from tests.test_ws_protocol import RawClient, client_frame, handshake
-from tornado_app.realtime.deflate import negotiate
+from tornado_app.realtime.deflate import deflate_message, negotiate
 
 TAIL = b"\x00\x00\xff\xff"
 
@@ -26,25 +26,53 @@ def deflated(data: bytes, context=None) -> bytes:
     return out[:-4]
 
 
-async def compressed_frame(client: RawClient) -> tuple[bool, dict]:
-    """The next server frame as (RSV1 set, the JSON it carries)."""
+async def wire_frame(client: RawClient) -> tuple[bool, bytes]:
+    """The next server frame as (RSV1 set, its payload as it came)."""
     first, second = await asyncio.wait_for(client.reader.readexactly(2), 5)
     length = second & 0x7F
     if length == 126:
         length = int.from_bytes(await client.reader.readexactly(2), "big")
-    payload = await client.reader.readexactly(length)
-    rsv1 = bool(first & 0x40)
+    return bool(first & 0x40), await client.reader.readexactly(length)
+
+
+async def compressed_frame(client: RawClient) -> tuple[bool, dict]:
+    """The next server frame as (RSV1 set, the JSON it carries), inflated on its own."""
+    rsv1, payload = await wire_frame(client)
     if rsv1:
         payload = zlib.decompressobj(-15).decompress(payload + TAIL)
     return rsv1, json.loads(payload)
 
 
+class KeptContext:
+    """The client's side when it keeps its context, as browsers do: one inflater for every
+    message of the connection."""
+
+    def __init__(self, client: RawClient):
+        self.client = client
+        self.inflater = zlib.decompressobj(-15)
+
+    async def message(self) -> tuple[bytes, bytes]:
+        """(the payload as it came, the message)."""
+        rsv1, payload = await wire_frame(self.client)
+        return payload, self.inflater.decompress(payload + TAIL) if rsv1 else payload
+
+
 # --- the negotiation ---------------------------------------------------------------------------
 
 @pytest.mark.gen_test
-async def test_a_plain_offer_is_answered_with_server_no_context_takeover(server):
+async def test_a_plain_offer_is_answered_without_conditions(server):
+    """The client keeps its context (RFC 7692's default): events may refer back to the one
+    before them."""
     client = await RawClient.open(server.port, offer("permessage-deflate"))
     assert client.status == 101
+    assert client.header("Sec-WebSocket-Extensions") == "permessage-deflate"
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_server_no_context_takeover_asked_for_is_granted(server):
+    client = await RawClient.open(server.port, offer(
+        "permessage-deflate; server_no_context_takeover"))
     assert client.header("Sec-WebSocket-Extensions") == \
         "permessage-deflate; server_no_context_takeover"
     client.close()
@@ -75,7 +103,7 @@ async def test_an_invalid_offer_is_declined_and_the_next_one_accepted(server):
         "permessage-deflate; client_no_context_takeover"))
     assert client.status == 101
     assert client.header("Sec-WebSocket-Extensions") == \
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        "permessage-deflate; client_no_context_takeover"
     client.close()
 
 
@@ -94,7 +122,14 @@ def test_offers_declined_per_rfc_7692(value):
 
 def test_a_full_server_window_asked_for_is_answered():
     _, answer = negotiate(["permessage-deflate; server_max_window_bits=15"])
-    assert answer == "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"
+    assert answer == "permessage-deflate; server_max_window_bits=15"
+
+
+def test_a_smaller_server_window_is_answered_with_no_context_takeover():
+    """Events then go compressed on their own (one frame per window size)."""
+    deflate, answer = negotiate(["permessage-deflate; server_max_window_bits=12"])
+    assert answer == "permessage-deflate; server_no_context_takeover; server_max_window_bits=12"
+    assert not deflate.server_context
 
 
 def test_a_quoted_window_size_is_a_value():
@@ -146,6 +181,102 @@ async def test_plain_and_compressed_subscribers_get_the_same_event(api, server):
     assert event["event"] == plain_event
     plain.close()
     compressed.close()
+
+
+def _long_data(n: int) -> dict:
+    return {"n": n, "text": "a post that shares its words with the one before it " * 4}
+
+
+async def _stream_subscriber(server, extensions: str, channels: list) -> RawClient:
+    client = await RawClient.open(server.port, offer(extensions))
+    client.send(client_frame(0x1, json.dumps({"op": "subscribe", "channels": channels}).encode()))
+    return client
+
+
+@pytest.mark.gen_test
+async def test_a_peer_that_keeps_its_context_gets_events_deflated_after_the_one_before(server):
+    client = await _stream_subscriber(server, "permessage-deflate", ["posts"])
+    peer = KeptContext(client)
+    _, ack = await peer.message()
+    assert json.loads(ack)["type"] == "subscribed"
+    for n in range(4):
+        await server.ctx.events.publish("posts", "test.event", _long_data(n))
+    for n in range(4):
+        wire, message = await peer.message()
+        assert json.loads(message)["event"]["data"] == _long_data(n)
+        alone = deflate_message(message)
+        if n == 0:
+            assert wire == alone  # nothing before it in this peer's window
+        else:
+            assert len(wire) < len(alone)  # back-references into the event before it
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_events_of_two_channels_in_turn_inflate_for_a_peer_that_keeps_its_context(server):
+    """Each event refers back only to the one before it on its own channel, and only when the
+    peer inflated that one last; otherwise it goes on its own."""
+    other = "post:" + "ab" * 12
+    client = await _stream_subscriber(server, "permessage-deflate", ["posts", other])
+    peer = KeptContext(client)
+    await peer.message()  # subscribed
+    order = ["posts", other, "posts", "posts", other, other]
+    for n, channel in enumerate(order):
+        await server.ctx.events.publish(channel, "test.event", _long_data(n))
+    for n, channel in enumerate(order):
+        _, message = await peer.message()
+        event = json.loads(message)["event"]
+        assert (event["channel"], event["data"]) == (channel, _long_data(n))
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_peer_that_asked_for_no_context_takeover_gets_each_event_on_its_own(server):
+    client = await _stream_subscriber(
+        server, "permessage-deflate; server_no_context_takeover", ["posts"])
+    assert (await compressed_frame(client))[1]["type"] == "subscribed"
+    for n in range(3):
+        await server.ctx.events.publish("posts", "test.event", _long_data(n))
+    for n in range(3):
+        rsv1, event = await compressed_frame(client)  # a fresh inflater each time
+        assert rsv1 and event["event"]["data"] == _long_data(n)
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_reply_compressed_between_two_events_sends_the_next_event_on_its_own(server):
+    """A reply of the connection's own (compressed on its own) ends the peer's window: the
+    next event cannot refer back past it."""
+    client = await _stream_subscriber(server, "permessage-deflate", ["posts"])
+    peer = KeptContext(client)
+    await peer.message()  # subscribed
+    await server.ctx.events.publish("posts", "test.event", _long_data(0))
+    await peer.message()
+    long_ref = "r" * 300  # echoed in the reply, which is then long enough to be compressed
+    client.send(client_frame(0x1, json.dumps({"op": "unsubscribe", "channels": ["nothing"],
+                                              "ref": long_ref}).encode()))
+    wire, reply = await peer.message()
+    assert json.loads(reply)["ref"] == long_ref and wire != reply
+    await server.ctx.events.publish("posts", "test.event", _long_data(1))
+    wire, message = await peer.message()
+    assert json.loads(message)["event"]["data"] == _long_data(1)
+    assert wire == deflate_message(message)
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_websockets_library_inflates_a_stream_of_events(api, server):
+    """A real client library that keeps its context, as browsers do."""
+    token = await api.user_token("alice")
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}/api/v1/ws",
+                                  compression="deflate") as ws:
+        assert "server_no_context_takeover" not in ws.response.headers["Sec-WebSocket-Extensions"]
+        await ws.send(json.dumps({"op": "subscribe", "channels": ["posts"], "ref": 1}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        await create_posts(api, token, 5, prefix="a post that keeps its words")
+        for index in range(5):
+            event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert event["event"]["data"]["title"] == f"a post that keeps its words {index}"
 
 
 @pytest.mark.gen_test
@@ -242,11 +373,30 @@ def _record(content: str):
                    "data": {"content": content}})
 
 
-def _inflate(frame: bytes, bits: int) -> bytes:
+def _payload(frame: bytes) -> bytes:
     assert frame[0] & 0x40  # RSV1
-    length = frame[1] & 0x7F
-    head = 2 if length < 126 else 4
-    return zlib.decompressobj(-bits).decompress(frame[head:] + TAIL)
+    return frame[2:] if frame[1] & 0x7F < 126 else frame[4:]
+
+
+def _inflate(frame: bytes, bits: int) -> bytes:
+    return zlib.decompressobj(-bits).decompress(_payload(frame) + TAIL)
+
+
+def test_an_event_deflated_after_the_one_before_inflates_in_a_kept_window():
+    earlier, later = _record("the same words again and again " * 10), _record("the same words")
+    later.previous = earlier.json
+    inflater = zlib.decompressobj(-15)
+    inflater.decompress(_payload(earlier.frame_for(negotiate(["permessage-deflate"])[0])) + TAIL)
+    frame = later.frame_after(earlier.json)
+    assert frame is later.frame_after(earlier.json)  # made once for every such peer
+    assert inflater.decompress(_payload(frame) + TAIL) == later.message
+
+
+def test_no_frame_after_a_message_that_was_not_the_one_before():
+    earlier, later = _record("one"), _record("two")
+    later.previous = earlier.json
+    assert later.frame_after(None) is None
+    assert later.frame_after(_record("one").json) is None  # equal bytes, another event
 
 
 def test_every_compressed_subscriber_gets_the_same_bytes():

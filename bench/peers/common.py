@@ -32,8 +32,15 @@ def event(content: str = "One event to every subscriber.",
         "created_at": "2025-01-01T00:00:00.000Z"}}, separators=(",", ":"))
 
 
+# Another post, sent just before the typical one in the compression scenario: the typical
+# event is then what a subscriber in a stream gets, the one before it still in its window (a
+# compressor that keeps its context refers back to its keys and envelope; its prose differs).
+EARLIER_TITLE = "Release notes"
+EARLIER_CONTENT = "A short note about the release schedule for next month."
+
 EVENT = event()
 TYPICAL_EVENT = event(TYPICAL_CONTENT, TYPICAL_TITLE)
+EARLIER_EVENT = event(EARLIER_CONTENT, EARLIER_TITLE)
 
 
 def post_json(doc: dict) -> str:

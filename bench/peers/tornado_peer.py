@@ -2,7 +2,7 @@
 
     python -m bench.peers.tornado_peer --port 9001 --mongodb-uri mongodb://127.0.0.1:27017/
     ... --compression --typical   permessage-deflate on (get_compression_options), and the
-                                  broadcast event carries a typical post (bench.deflate)
+                                  broadcast is a post, then a typical post (bench.deflate)
 """
 
 import argparse
@@ -65,7 +65,10 @@ class Broadcast(web.RequestHandler):
         event = titled_event(self.request.body, self.settings["event"])
         sockets, polls = list(SOCKETS), list(POLLS)
         POLLS.clear()
+        before = self.settings["before"]  # --typical: the post before the typical one
         for sock in sockets:
+            if before is not None:
+                sock.write_message(before)
             sock.write_message(event)
         for waiting in polls:
             if not waiting.done():
@@ -92,7 +95,8 @@ async def main(port: int, uri: str | None, db_name: str, compression: bool = Fal
     app = web.Application([(r"/hello", Hello), (r"/ws", Socket), (r"/poll", Poll),
                            (r"/broadcast", Broadcast), (r"/posts/([^/]+)", Post)], db=db,
                           compression=compression,
-                          event=common.TYPICAL_EVENT if typical else common.EVENT)
+                          event=common.TYPICAL_EVENT if typical else common.EVENT,
+                          before=common.EARLIER_EVENT if typical else None)
     app.listen(port, "127.0.0.1")
     await asyncio.Event().wait()
 

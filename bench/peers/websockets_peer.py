@@ -4,6 +4,8 @@ scenario (bench.deflate). WebSocket only: websockets' HTTP side answers GET alon
 broadcast is `GET /broadcast`.
 
     python -m bench.peers.websockets_peer --port 9001 [--typical]
+
+--typical: each broadcast is the post before the typical one, then the typical post.
 """
 
 import argparse
@@ -30,24 +32,26 @@ async def handler(ws) -> None:
         SOCKETS.discard(ws)
 
 
-def routes(event: str):
+def routes(events: list):
     def process_request(connection, request):
         if request.path == "/hello":
             return connection.respond(http.HTTPStatus.OK, '{"status":"ok"}')
         if request.path == "/broadcast":
             sockets = list(SOCKETS)
             # The library's own fan-out: one write per connection, each through its compressor.
-            websockets.broadcast(sockets, event)
+            for event in events:
+                websockets.broadcast(sockets, event)
             return connection.respond(http.HTTPStatus.OK, json.dumps({"sockets": len(sockets)}))
         return None  # /ws: the upgrade
     return process_request
 
 
 async def main(port: int, typical: bool) -> None:
-    event = common.TYPICAL_EVENT if typical else common.EVENT
+    # --typical: the post before it, then the typical post (bench.deflate).
+    events = [common.EARLIER_EVENT, common.TYPICAL_EVENT] if typical else [common.EVENT]
     # compression="deflate" is the default; said here so the scenario's premise is visible.
     async with serve(handler, "127.0.0.1", port, compression="deflate",
-                     process_request=routes(event), max_queue=16, ping_interval=20):
+                     process_request=routes(events), max_queue=16, ping_interval=20):
         await asyncio.Event().wait()
 
 

@@ -73,6 +73,8 @@ class Hub:
         # The newest events, contiguous in seq, so most replays never touch the database.
         self.recent: deque[Record] = deque(maxlen=memory)
         self._ahead: dict[int, dict] = {}
+        # channel → the JSON of the last event dispatched to its subscribers.
+        self._previous: dict[str, bytes] = {}
         self._catch_up: asyncio.Task | None = None
         # Subscribers with events still to be handed to them, each with its events in seq
         # order, and the order of their turns. A subscriber is queued once however many events
@@ -113,6 +115,7 @@ class Hub:
                 subs.discard(subscriber)
                 if not subs:
                     del self.channels[name]
+                    self._previous.pop(name, None)
 
     # --- intake ------------------------------------------------------------------------------
 
@@ -176,7 +179,12 @@ class Hub:
         self.recent.append(record)
         subscribers = self.channels.get(record.channel)
         if not subscribers:
+            self._previous.pop(record.channel, None)
             return
+        # Compressed after the channel's previous event for peers that inflated that one last
+        # (realtime/deflate.py): the JSON is needed by every subscriber anyway.
+        record.previous = self._previous.get(record.channel)
+        self._previous[record.channel] = record.json
         # The subscribers of this moment: whoever subscribes from now on has this event
         # through its replay.
         pending = self._pending
@@ -326,6 +334,7 @@ class Hub:
         self.last_seq = latest
         self.recent.clear()
         self._ahead.clear()
+        self._previous.clear()
         self._pending.clear()
         self._turns.clear()
         self._marks.clear()

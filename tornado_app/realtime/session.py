@@ -79,16 +79,34 @@ class EventSession(WebSocketConnection):
         """Every record its own frame, all of them in one send; the same bytes for every
         subscriber with the same choice: compressed or plain."""
         deflate = self.deflate
-        if len(records) == 1:  # the usual case, once per subscriber per event: no list
-            record = records[0]
-            data = record.frame if deflate is None else record.frame_for(deflate)
-        elif deflate is None:
-            data = b"".join([record.frame for record in records])
+        if deflate is None:
+            if len(records) == 1:  # the usual case, once per subscriber per event: no list
+                data = records[0].frame
+            else:
+                data = b"".join([record.frame for record in records])
+        elif deflate.server_context:
+            data = self._frames_after(records)
+        elif len(records) == 1:
+            data = records[0].frame_for(deflate)
         else:
             data = b"".join([record.frame_for(deflate) for record in records])
         if self._held is not None:
             data, self._held = self._held + data, None
         self.write(data)
+
+    def _frames_after(self, records) -> bytes:
+        """Compressed frames for a peer that keeps its context: each record deflated after the
+        previous event of its channel when that is the last message this peer inflated (the
+        same bytes for every such peer), else on its own."""
+        frames = []
+        last = self.deflated_last
+        deflate = self.deflate
+        for record in records:
+            frame = record.frame_after(last)
+            frames.append(frame if frame is not None else record.frame_for(deflate))
+            last = record.json
+        self.deflated_last = last
+        return frames[0] if len(frames) == 1 else b"".join(frames)
 
     def _frame_of(self, payload: dict) -> bytes:
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

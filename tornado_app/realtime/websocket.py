@@ -100,7 +100,7 @@ class WebSocketConnection:
 
     __slots__ = ("sock", "fd", "loop", "state", "inbuf", "outbuf", "fragments", "fragment_op",
                  "busy", "awaiting_pong", "pinged_at", "close_timer", "max_message", "max_pending",
-                 "close_code", "deflate", "history", "compressed")
+                 "close_code", "deflate", "history", "compressed", "deflated_last")
 
     def __init__(self, sock, max_message: int, max_pending: int, deflate=None):
         self.sock = sock
@@ -121,6 +121,9 @@ class WebSocketConnection:
         self.max_pending = max_pending
         self.close_code: int | None = None
         self.deflate = deflate
+        # The event this connection sent compressed last (its JSON, record.Record.json), when
+        # the peer keeps its context; None when its last compressed message was anything else.
+        self.deflated_last: bytes | None = None
         self.history: bytes | None = None
         self.compressed = False  # the message in progress came with RSV1
 
@@ -151,6 +154,7 @@ class WebSocketConnection:
         sent later, together)."""
         deflate = self.deflate
         if deflate is not None and compress:
+            self.deflated_last = None  # the peer's window now ends with this message
             return server_frame(opcode, deflate_message(payload, deflate.server_bits), RSV1)
         return server_frame(opcode, payload)
 
