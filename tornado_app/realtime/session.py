@@ -85,7 +85,12 @@ class EventSession(WebSocketConnection):
             else:
                 data = b"".join([record.frame for record in records])
         elif deflate.server_context:
-            data = self._frames_after(records)
+            if len(records) == 1:
+                record = records[0]
+                data = record.frame_after(self.deflated_last) or record.frame_for(deflate)
+                self.deflated_last = record.json
+            else:
+                data = self._frames_after(records)
         elif len(records) == 1:
             data = records[0].frame_for(deflate)
         else:
