@@ -214,7 +214,8 @@ DEFLATE_ROWS = [
     ("connections whose event came compressed", lambda r: r["got_compressed"], 0, 1),
     ("**event frame on the wire (bytes)**", lambda r: r["event_wire_bytes"], 0, 1),
     ("**server memory per idle connection (KB)**", lambda r: r["bytes_per_conn"], 2, 1 / KB),
-    ("**event sent → last connection has it (ms)**", lambda r: r["last_ms"], 1, 1),
+    ("**events sent → last connection has the typical one (ms)**", lambda r: r["last_ms"], 1,
+     1),
     ("first → last connection (ms): the fan-out itself", lambda r: r["spread_ms"], 1, 1),
     ("server CPU seconds while opening", lambda r: r["server_cpu_open_s"], 1, 1),
 ]
@@ -254,6 +255,7 @@ def section_deflate(data) -> list[str]:
                  per_run(data, "ours-plain", lambda r: r["bytes_per_conn"]))]
     lines += ["", "Memory a compressed subscriber costs over a plain one (KB, ours-deflate − "
               "ours-plain per run; the target is ≤ 3): " + cell(extra, 2) + ".", ""]
+    lines += deflate_verdict(data, extra)
     cpu = data.get("fanout_cpu") or {}
     if cpu.get("plain"):
         lines += [f"Ours' fan-out in-process (`bench/fanout_cpu.py`: the real hub and sessions, "
@@ -263,6 +265,20 @@ def section_deflate(data) -> list[str]:
                   "compressed/plain per run: " + ratio_cell(cpu["deflate"], cpu["plain"]) + ".",
                   ""]
     return lines
+
+
+def deflate_verdict(data, extra: list) -> list[str]:
+    def ratio(pick):
+        return median(ratios(per_run(data, "ours-deflate", pick), per_run(data, "ours-plain", pick)))
+    size = ratio(lambda r: r["event_wire_bytes"])
+    time_ = ratio(lambda r: r["last_ms"])
+    memory = median(extra)
+    if size is None or time_ is None or memory is None:
+        return []
+    met = size <= 0.5 and time_ <= 1.15 and memory <= 3
+    return [f"Targets of issue #14 (bytes per typical post event ≤ 0.5× plain, fan-out time ≤ "
+            f"1.15× plain, ≤ 3 KB per idle compressed subscriber): {'met' if met else 'not met'} "
+            f"(medians: bytes {size:.2f}×, time {time_:.2f}×, +{memory:.2f} KB).", ""]
 
 
 def section_http(data) -> list[str]:
