@@ -90,7 +90,9 @@ class EventLog:
         return doc["_id"] if doc else 0
 
     async def oldest_seq(self) -> int | None:
-        doc = await self.events.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
+        # A plain read: on FerretDB, through the read pool, not queued on the one write
+        # connection (it scans the log there: 1.2 s at 20,000 events, measured).
+        doc = await self.events_read.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
         return doc["_id"] if doc else None
 
     async def retained_from(self):
@@ -161,7 +163,10 @@ class EventLog:
 
     async def purge(self) -> int:
         """Removes events past retention, always keeping the newest so seq never restarts."""
-        latest = await self.latest_seq()
+        # Read through the read pool: on FerretDB it scans the log (1.2 s at 20,000 events,
+        # measured), which on the one write connection held every write meanwhile.
+        doc = await self.events_read.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        latest = doc["_id"] if doc else 0
         cutoff = utcnow() - timedelta(seconds=self.retention)
         done = await self.events.delete_many({"created_at": {"$lt": cutoff}, "_id": {"$lt": latest}})
         return done.deleted_count
