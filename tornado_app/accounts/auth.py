@@ -46,6 +46,10 @@ class AuthService:
                  max_failures: int, window: int):
         self.db = db
         self.families = db["token_families"]
+        # The check of every authenticated request (and WebSocket upgrade) is a plain read:
+        # through the read pool, not queued on FerretDB's one write connection behind writes
+        # (a revocation is committed, so visible there, before it is acknowledged).
+        self.families_read = db.read("token_families")
         self.failures = db["login_failures"]
         self.users = users
         self.hasher = hasher
@@ -164,7 +168,8 @@ class AuthService:
         return await asyncio.shield(lookup), claims
 
     async def _lookup(self, family_id: str, user_id: str) -> dict:
-        family = await self.families.find_one({"_id": family_id}, {"revoked": 1, "user_id": 1})
+        family = await self.families_read.find_one({"_id": family_id},
+                                                   {"revoked": 1, "user_id": 1})
         if family is None or family["revoked"] or family["user_id"] != user_id:
             raise unauthorized("token has been revoked")
         user = await self.users.get(user_id)

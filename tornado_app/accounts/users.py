@@ -33,6 +33,9 @@ class UserStore:
     def __init__(self, db):
         self.db = db
         self.users = db["users"]
+        # Plain reads by id (every authenticated request's lookup) go through the read pool: on
+        # FerretDB the write connection is one, and they need not queue behind its writes.
+        self.users_read = db.read("users")
         self._listeners: list[RoleChangeListener] = []
 
     def add_listener(self, listener: RoleChangeListener) -> None:
@@ -58,7 +61,7 @@ class UserStore:
 
     async def get(self, user_id: str | ObjectId) -> dict | None:
         oid = user_id if isinstance(user_id, ObjectId) else parse_id(user_id)
-        return await self.users.find_one({"_id": oid}) if oid else None
+        return await self.users_read.find_one({"_id": oid}) if oid else None
 
     async def find_by_login(self, login: str) -> dict | None:
         """The user whose username or email this is, case-insensitively."""

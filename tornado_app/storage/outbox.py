@@ -71,6 +71,8 @@ CLEAR_INTERVAL = {False: 0.5, True: 1.0}
 # at once (after any stored event), one update held the write connection 130-240 ms at 15,000
 # subscribers (FerretDB short of CPU), once a second.
 CLEAR_QUIET = 1.0
+# The least pause between two of those updates (seconds).
+CLEAR_PAUSE = 0.01
 # At stop, stored entries are taken out for at most this long (the rest stay, harmless).
 STOP_CLEAR_BUDGET = 2.0
 # Cids of entries stored lately, so a flush of the same document before its entries are taken
@@ -275,9 +277,17 @@ class Outbox:
                             (budget is not None and loop.time() - started > budget):
                         break
                     oid, items = next(iter(by_id.items()))
+                    began = loop.time()
                     await self.db[name].update_one({"_id": oid}, {"$pullAll": {"_outbox": items}})
                     del by_id[oid]
                     cleared.extend(items)
+                    if until_busy:
+                        # Twice as long off the connection as on it: whatever else needs the one
+                        # write connection (a login, a token refresh) waits for one update at
+                        # most. Back to back, the 1,200 left after a busy spell held it for
+                        # seconds, and the upgrades of 96 reconnecting clients that needed it
+                        # failed with 503 (bench.rate, third run at 15,000).
+                        await asyncio.sleep(max(CLEAR_PAUSE, 2 * (loop.time() - began)))
             except PyMongoError as exc:
                 log.warning("could not take stored events out of %s: %s", name, exc)
             finally:
