@@ -154,6 +154,10 @@ HTTP_ROWS = [
     ("GET one post: p99 latency (ms)", lambda r: r["post"]["p99_ms"], 2, 1),
     ("hello: server CPU µs per request", lambda r: r["hello"].get("server_cpu_us"), 1, 1),
     ("GET one post: server CPU µs per request", lambda r: r["post"].get("server_cpu_us"), 1, 1),
+    ("GET one post: … of it in the kernel (system CPU)",
+     lambda r: r["post"].get("server_system_us"), 1, 1),
+    ("GET one post: … in the process itself (user CPU: the framework, the driver, ours)",
+     lambda r: r["post"]["server_cpu_us"] - r["post"]["server_system_us"], 1, 1),
     ("GET one post: FerretDB CPU µs per request", lambda r: r["post"].get("db_cpu_us"), 1, 1),
     ("non-2xx answers (hello + post)",
      lambda r: r["hello"]["non_2xx"] + r["post"]["non_2xx"], 0, 1),
@@ -351,6 +355,10 @@ RATE_ROWS = [
     ("delivery latency p99 (ms)", lambda r: r["p99_ms"], 0, 1),
     ("delivery latency max (ms)", lambda r: r["max_ms"], 0, 1),
     ("server CPU per delivered event (µs)", lambda r: r["cpu_us_per_delivered"], 2, 1),
+    ("server CPU in use (cores, first event to last delivery)",
+     lambda r: r["server_cpu_s"] / r["cpu_window_s"], 2, 1),
+    ("… of it in the kernel (system share: the sends)",
+     lambda r: r["server_system_s"] / r["server_cpu_s"], 2, 1),
     ("publishing request (ours: POST /api/v1/posts), p50 ms", lambda r: r["publish_p50_ms"], 0, 1),
     ("publishing request, max ms", lambda r: r["publish_max_ms"], 0, 1),
     ("ours: events per write (events_delivered ÷ event_handovers)",
@@ -515,6 +523,74 @@ def targets_table(results: dict) -> list[str]:
     return ["| target (issue #5) | measured (median) | |", "| --- | --- | --- |", *rows]
 
 
+def targets_14_table(results: dict) -> list[str]:
+    """Issue #14's targets, each with this suite's figure (medians of the runs, ratios per run)."""
+    deflate, storm, rate = results.get("deflate", {}), results.get("storm", {}), results.get("rate", {})
+    http, autobahn = results.get("http", {}), results.get("autobahn", {})
+    rows = []
+
+    def row(goal, measured, ok):
+        verdict = "–" if ok is None else ("met" if ok else "**not met**")
+        rows.append(f"| {goal} | {measured} | {verdict} |")
+
+    def m(data, target, pick):
+        return median(per_run(data, target, pick))
+
+    def mr(data, a, b, pick):
+        return median(ratios(per_run(data, a, pick), per_run(data, b, pick)))
+
+    def check(value, test):
+        return None if value is None else test(value)
+
+    size = mr(deflate, "ours-deflate", "ours-plain", lambda r: r["event_wire_bytes"])
+    row("bytes on the wire per typical post event, compressed ≤ 0.5× plain",
+        f"{num(size, 2)}× ({num(m(deflate, 'ours-deflate', lambda r: r['event_wire_bytes']))} "
+        f"vs {num(m(deflate, 'ours-plain', lambda r: r['event_wire_bytes']))} B)",
+        check(size, lambda v: v <= 0.5))
+    spent = mr(deflate, "ours-deflate", "ours-plain", lambda r: r["last_ms"])
+    row("fan-out time with compression ≤ 1.15× without", f"{num(spent, 2)}× (events sent → last "
+        "connection has the typical one)", check(spent, lambda v: v <= 1.15))
+    memory = m(deflate, "ours-deflate", lambda r: r["bytes_per_conn"] / KB)
+    row("memory per idle compressed subscriber ≤ 3 KB", f"{num(memory, 2)} KB",
+        check(memory, lambda v: v <= 3))
+    for peer in ("tornado-deflate", "websockets-deflate"):
+        theirs = m(deflate, peer, lambda r: r["bytes_per_conn"] / KB)
+        if theirs is None:
+            continue
+        row(f"… side by side with {DEFLATE_LABELS[peer]}",
+            f"memory {num(memory, 2)} vs {num(theirs, 1)} KB per connection; fan-out time "
+            f"ours/theirs {num(mr(deflate, 'ours-deflate', peer, lambda r: r['last_ms']), 2)}×",
+            None)
+    cases = ((autobahn.get("runs") or [{}])[0].get("ours") or {})
+    row("Autobahn TestSuite 12.* and 13.* pass",
+        f"{cases['passed']} of {cases['cases']} conform" if "cases" in cases else "not run",
+        check(cases.get("cases"), lambda v: v > 0 and cases["passed"] == v))
+    resumed = m(storm, "ours", lambda r: r["resumed"])
+    last = m(storm, "ours", lambda r: r["last_resumed_s"])
+    overflows = m(storm, "ours", lambda r: r["tcp"]["ListenOverflows"])
+    row("15,000 clients reconnect and resume within 6 s, 0 listen overflows",
+        f"{num(resumed)} resumed, the last after {num(last, 2)} s, {num(overflows)} overflows",
+        None if None in (resumed, last, overflows)
+        else resumed >= 15000 and last <= 6 and overflows == 0)
+    held = m(rate, "ours", lambda r: r["held"])
+    p99 = m(rate, "ours", lambda r: r["p99_ms"])
+    row("20 events/s to 15,000 subscribers: p99 delivery ≤ 250 ms",
+        f"{num(p99)} ms at {num(held)} subscribers (p99 per run: "
+        f"{', '.join(num(v) for v in per_run(rate, 'ours', lambda r: r['p99_ms']))})",
+        check(p99, lambda v: v <= 250 and (held or 0) >= 15000))
+    cpu = mr(rate, "ours", "tornado", lambda r: r["cpu_us_per_delivered"])
+    row("… server CPU per delivered event ≤ 0.5× bare Tornado's", f"{num(cpu, 2)}×",
+        check(cpu, lambda v: v <= 0.5))
+    post = mr(http, "ours", "fastapi", lambda r: r["post"]["rps"])
+    row("GET /api/v1/posts/{id} ≥ 1.0× the FastAPI peer", f"{num(post, 2)}× requests/s (ours/bare "
+        f"Tornado on the same read: {num(mr(http, 'ours', 'tornado', lambda r: r['post']['rps']), 2)}×)",
+        check(post, lambda v: v >= 1.0))
+    hello = mr(http, "ours", "tornado", lambda r: r["hello"]["rps"])
+    row("/health ≥ 1.0× bare Tornado's hello", f"{num(hello, 2)}× requests/s",
+        check(hello, lambda v: v >= 1.0))
+    return ["| target (issue #14) | measured (median) | |", "| --- | --- | --- |", *rows]
+
+
 # --- one million connections, on paper ----------------------------------------------------------
 
 KERNEL_PER_SOCKET = 4.7 * KB  # the issue's figure for an idle socket's kernel memory on this machine
@@ -671,6 +747,8 @@ def write(mode):
         *(["Quick mode: the sizes are far below the targets, so these verdicts only show "
            "that every figure is produced.", ""] if mode.name != "full" else []),
         *targets_table(results), "",
+        "## Targets of issue #14", "",
+        *targets_14_table(results), "",
     ]
     if "ws" in results and "runs" in results["ws"]:
         out += section_hold(results["ws"], "WebSocket: idle connections, then one event",
