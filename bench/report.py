@@ -443,27 +443,36 @@ def rate_verdict(data) -> list[str]:
             f"subscribers (median p99 {p99:.0f} ms, CPU ratio {cpu:.2f})."]
 
 
-# --- targets of the issue -----------------------------------------------------------------------
+# --- targets of the issues ---------------------------------------------------------------------
+
+def m(data, target, pick):
+    """The median over the runs of pick(result) for `target`."""
+    return median(per_run(data, target, pick))
+
+
+def mr(data, a, b, pick):
+    """The median of the per-run ratios a/b of pick(result)."""
+    return median(ratios(per_run(data, a, pick), per_run(data, b, pick)))
+
+
+def check(value, test):
+    return None if value is None else test(value)
+
+
+def target_row(goal, measured, ok) -> str:
+    verdict = "–" if ok is None else ("met" if ok else "**not met**")
+    return f"| {goal} | {measured} | {verdict} |"
+
 
 def targets_table(results: dict) -> list[str]:
     ws, poll, http = results.get("ws", {}), results.get("poll", {}), results.get("http", {})
     workers, mixed = results.get("workers", {}), results.get("mixed", {})
     wname = next(iter(workers.get("targets", {"ours-3w": ""})))
 
-    def m(data, target, pick):
-        return median(per_run(data, target, pick))
-
-    def mr(data, a, b, pick):
-        return median(ratios(per_run(data, a, pick), per_run(data, b, pick)))
-
     rows = []
 
     def row(goal, measured, ok):
-        verdict = "–" if ok is None else ("met" if ok else "**not met**")
-        rows.append(f"| {goal} | {measured} | {verdict} |")
-
-    def check(value, test):
-        return None if value is None else test(value)
+        rows.append(target_row(goal, measured, ok))
 
     mem = m(ws, "ours", lambda r: r["bytes_per_conn"])
     held = m(ws, "ours", lambda r: r["subscribed"])
@@ -530,17 +539,7 @@ def targets_14_table(results: dict) -> list[str]:
     rows = []
 
     def row(goal, measured, ok):
-        verdict = "–" if ok is None else ("met" if ok else "**not met**")
-        rows.append(f"| {goal} | {measured} | {verdict} |")
-
-    def m(data, target, pick):
-        return median(per_run(data, target, pick))
-
-    def mr(data, a, b, pick):
-        return median(ratios(per_run(data, a, pick), per_run(data, b, pick)))
-
-    def check(value, test):
-        return None if value is None else test(value)
+        rows.append(target_row(goal, measured, ok))
 
     size = mr(deflate, "ours-deflate", "ours-plain", lambda r: r["event_wire_bytes"])
     row("bytes on the wire per typical post event, compressed ≤ 0.5× plain",
