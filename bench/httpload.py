@@ -48,8 +48,14 @@ def one(target, stack, mode) -> dict:
         target.stop()
 
 
+# Ours with its read cache off: every GET of the post goes to FerretDB, as the peers' do. The
+# default (READ_CACHE=auto: on against FerretDB) serves the post from memory after one read.
+UNCACHED = "ours-uncached"
+
+
 def measure(stack, mode) -> dict:
-    targets = [Ours(stack)] + peers(stack)
+    targets = [Ours(stack), Ours(stack, name=UNCACHED, settings={"READ_CACHE": "off"})] \
+        + peers(stack)
     runs = []
     for i in range(mode.runs):
         runs.append({t.name: cli.attempt(f"http run {i + 1} {t.name}", one, t, stack, mode)

@@ -110,8 +110,10 @@ class Ours(Target):
     is_ours = True
 
     def __init__(self, stack: Stack, workers: int = 1, redis_url: str | None = None,
-                 root: Path | None = None, name: str | None = None):
+                 root: Path | None = None, name: str | None = None,
+                 settings: dict | None = None):
         super().__init__(stack)
+        self.settings = settings or {}  # more environment: settings of this run's server
         if root is not None:
             self.root = Path(root)
         if name is not None:
@@ -135,6 +137,7 @@ class Ours(Target):
             # the load is read-only: a benchmark run writes only inserts (posts, logins), never
             # concurrent updates of one document.
             env["ALLOW_UNSAFE_MULTIWORKER_FERRETDB"] = "1"
+        env.update(self.settings)
         return env
 
     def after_start(self) -> None:

@@ -173,6 +173,10 @@ def cmd_serve(args, settings) -> None:
     if args.workers > 1 and not settings.redis_url:
         fail("--workers N > 1 needs REDIS_URL: events must reach subscribers in every worker "
              "through Redis pub/sub (e.g. REDIS_URL=redis://127.0.0.1:6379/0)")
+    if args.workers > 1 and settings.read_cache == "on":
+        fail("READ_CACHE=on is refused with --workers N > 1: a write in one worker cannot empty "
+             "the others' caches, so a client could read a document older than its own write "
+             "(use READ_CACHE=auto or off)")
     if args.workers > 1 and settings.embedded_database:
         # Refused before the embedded database is started for nothing.
         check_workers_database(args.workers, settings, True)

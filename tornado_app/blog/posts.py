@@ -51,6 +51,7 @@ class PostStore:
         self.posts = db["posts"]
         self.comments = db["comments"]
         self.posts_read = db.read("posts")
+        self.db = db
         self.comments_read = db.read("comments")
         self.outbox = outbox
         self.users = users
@@ -72,7 +73,7 @@ class PostStore:
 
     async def get(self, post_id: str) -> dict:
         oid = parse_id(post_id)
-        doc = oid and await self.posts_read.find_one({"_id": oid})
+        doc = oid and await self.db.find_by_id("posts", oid)
         if not is_live(doc):
             raise not_found("post")
         return doc

@@ -32,6 +32,7 @@ class ProductStore:
     def __init__(self, db, outbox):
         self.products = db["products"]
         self.products_read = db.read("products")
+        self.db = db
         self.outbox = outbox
         outbox.register(Resource("products", product_public))
 
@@ -53,7 +54,7 @@ class ProductStore:
 
     async def get(self, product_id: str) -> dict:
         oid = parse_id(product_id)
-        doc = oid and await self.products_read.find_one({"_id": oid})
+        doc = oid and await self.db.find_by_id("products", oid)
         if not is_live(doc):
             raise not_found("product")
         return doc

@@ -98,6 +98,13 @@ class Metrics:
                            "Connections dropped for not reading fast enough"),
              lambda: connections.slow_consumers_closed, 0],
         ]
+        cache = ctx.db.cache
+        if cache is not None:
+            self._counted += [
+                [self._counter("read_cache_hits", "Reads by id answered from this process's "
+                               "read cache (READ_CACHE)"), lambda: cache.hits, 0],
+                [self._counter("read_cache_misses", "Reads by id that went to the database "
+                               "with the read cache on"), lambda: cache.misses, 0]]
         # Observed once per event (about 3 µs shared), not per delivery.
         self.fanout_seconds = Histogram(
             "fanout_duration_seconds", "From an event reaching a worker's hub until every "

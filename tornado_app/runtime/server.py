@@ -46,8 +46,11 @@ class Server:
     async def start(self, sockets=None) -> int:
         settings = self.settings
         self._stopping = False
+        # Several server processes (workers, or servers behind one load balancer) need
+        # REDIS_URL for their events, so without it this process is the only one writing.
         db = await Database.connect(self.mongodb_uri, settings.mongodb_db, settings.db_timeout,
-                                    self.is_ferretdb)
+                                    self.is_ferretdb, read_cache=settings.read_cache,
+                                    only_writer=not settings.redis_url)
         self.ctx = ctx = build_context(settings, db, self.jwt_secret)
         if self.embedded is not None:
             # A FerretDB silent for this long is taken for hung: every call to it has failed

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # (net.core.somaxconn) it is spread over several sockets on the port (runtime/listen.py).
     listen_backlog: int = Field(default_factory=lambda: default_backlog(), ge=1, le=1 << 20)
     ws_max_messages_per_second: float = Field(50.0, gt=0)
+    # Posts and products read by id kept in the process until a write to their collection
+    # (storage/read_cache.py). `auto`: on against FerretDB without REDIS_URL (this process is
+    # then the only server writing); `on` promises that no other server process writes.
+    read_cache: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -6,6 +6,8 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.errors import (ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError,
                             WTimeoutError)
 
+from .read_cache import ReadCache, WriteWatch, cache_wanted
+
 log = logging.getLogger(__name__)
 
 # Documents with events still pending (tornado_app/storage/outbox.py), for the recovery sweep.
@@ -101,8 +103,10 @@ class Database:
     """One AsyncMongoClient per process and IOLoop, with the pool sized for the server behind it."""
 
     def __init__(self, client: AsyncMongoClient, name: str, is_ferretdb: bool,
-                 reader: AsyncMongoClient | None = None):
+                 reader: AsyncMongoClient | None = None, cache: ReadCache | None = None):
         self.client = client
+        # Documents read by id, when this process is the one server writing (read_cache.py).
+        self.cache = cache
         self.db = client[name]
         self.reader = reader
         self.read_db = (reader or client)[name]
@@ -110,8 +114,11 @@ class Database:
         self.indexes_ready = False
 
     @classmethod
-    async def connect(cls, uri: str, name: str, timeout: float, is_ferretdb: bool | None = None):
-        """Connects; probes whether the server is FerretDB when the caller does not know."""
+    async def connect(cls, uri: str, name: str, timeout: float, is_ferretdb: bool | None = None,
+                      read_cache: str = "off", only_writer: bool = False):
+        """Connects; probes whether the server is FerretDB when the caller does not know.
+        `read_cache` is the READ_CACHE setting; `only_writer`: no other server process can
+        write to this database (see read_cache.cache_wanted)."""
         if is_ferretdb is None:
             probe = _client(uri, timeout, pool_size=1)
             try:
@@ -130,9 +137,12 @@ class Database:
         # can lose an update, so against it every write goes through a single connection.
         # Plain reads cannot lose anything and FerretDB acknowledges a write only once it is
         # committed, so they get a pool of their own: reads do not queue behind each other.
-        client = _client(uri, timeout, pool_size=1 if is_ferretdb else 100)
+        cache = ReadCache() if cache_wanted(read_cache, is_ferretdb, only_writer) else None
+        # Every write of this process goes through `client`: its listener keeps the cache true.
+        client = _client(uri, timeout, pool_size=1 if is_ferretdb else 100,
+                         listeners=[WriteWatch(cache)] if cache is not None else [])
         reader = _client(uri, timeout, pool_size=FERRETDB_READ_POOL) if is_ferretdb else None
-        return cls(client, name, is_ferretdb, reader)
+        return cls(client, name, is_ferretdb, reader, cache)
 
     def __getitem__(self, name: str):
         """A collection for writes (and reads that feed a write)."""
@@ -141,6 +151,19 @@ class Database:
     def read(self, name: str):
         """A collection for plain reads: pooled even against FerretDB."""
         return self.read_db[name]
+
+    async def find_by_id(self, name: str, oid):
+        """A plain read of one document by _id, from the read cache when it is on."""
+        cache = self.cache
+        if cache is None:
+            return await self.read_db[name].find_one({"_id": oid})
+        doc = cache.get(name, oid)
+        if doc is None:
+            generation = cache.generation(name)
+            doc = await self.read_db[name].find_one({"_id": oid})
+            if doc is not None:
+                cache.put(name, oid, doc, generation)
+        return doc
 
     async def ensure_indexes(self) -> None:
         for collection, models in INDEXES.items():
@@ -175,8 +198,9 @@ class Database:
             await self.reader.close()
 
 
-def _client(uri: str, timeout: float, pool_size: int) -> AsyncMongoClient:
+def _client(uri: str, timeout: float, pool_size: int, listeners=()) -> AsyncMongoClient:
     ms = int(timeout * 1000)
     return AsyncMongoClient(
         uri, tz_aware=True, maxPoolSize=pool_size, timeoutMS=ms,
-        serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="tornado-app")
+        serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="tornado-app",
+        event_listeners=list(listeners))
