@@ -204,3 +204,11 @@ def test_dev_mode_reloads_on_a_change_of_dotenv_and_keeps_its_database(tmp_path)
     assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO +tornado_app\.[a-z.]*server  listening on", output,
                      re.M), output
     assert "\033[" not in output
+
+
+def test_read_cache_on_is_refused_with_several_workers(tmp_path):
+    result = _module(["serve", "--workers", "2"],
+                     _env(tmp_path, READ_CACHE="on", REDIS_URL="redis://127.0.0.1:9/0"))
+    assert result.returncode == 2
+    assert "READ_CACHE=on is refused with --workers N > 1" in result.stderr
+    assert not (tmp_path / "data" / "ferretdb").exists()

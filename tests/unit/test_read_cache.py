@@ -106,6 +106,32 @@ def test_the_limit_holds_across_collections():
     assert cache.get("products", 1) is not None
 
 
+def test_the_bytes_held_stay_within_the_limit():
+    big = {"_id": 1, "content": "x" * 10_000}
+    cache = ReadCache(max_bytes=25_000)
+    for key in range(5):
+        cached(cache, key=key, doc={**big, "_id": key})
+    assert cache.bytes <= 25_000 and len(cache) == 2
+    assert cache.get("posts", 4) is not None and cache.get("posts", 0) is None
+
+
+def test_a_document_larger_than_the_limit_is_not_kept():
+    cache = ReadCache(max_bytes=5_000)
+    cached(cache, doc={"_id": 1, "content": "x" * 10_000})
+    assert cache.get("posts", 1) is None and cache.bytes == 0
+
+
+def test_the_bytes_of_an_emptied_collection_are_given_back():
+    cache = ReadCache()
+    cached(cache, "posts", 1, {"_id": 1, "content": "x" * 1000})
+    cached(cache, "products", 1)
+    kept = cache.bytes
+    cache.written("posts")
+    assert 0 < cache.bytes < kept - 1000
+    cache.written(None)
+    assert cache.bytes == 0
+
+
 def test_a_write_command_empties_its_collection_when_sent_and_when_ended():
     cache = ReadCache()
     watch = WriteWatch(cache)

@@ -20,6 +20,7 @@ cache a request costs the server about 300 µs of CPU and the database none; rea
 FerretDB, about 570 µs in the server and 400 µs in FerretDB.
 """
 
+import sys
 import time
 from collections import OrderedDict
 
@@ -28,9 +29,11 @@ from pymongo import monitoring
 # Seconds a cached document is served before it is read again: the bound on how stale a
 # document can be after a write whose outcome the driver did not learn (above).
 MAX_AGE = 1.0
-# Documents kept per process, the least recently read dropped first. A post is at most about
-# 110 KB (contract limits: title 200, content 100,000 characters, 20 tags), a typical one 1–2 KB.
+# Documents kept per process, and the bytes they may hold (sys.getsizeof of their fields), the
+# least recently read dropped first. A typical post is 1–2 KB; the largest the contract allows
+# (content of 100,000 characters, each up to 4 bytes in memory) about 400 KB.
 DEFAULT_ENTRIES = 10_000
+DEFAULT_BYTES = 32 * 1024 * 1024
 
 # Commands that change nothing. Every other command empties what it names: the collection a
 # collection-level command names, else every collection (dropDatabase, an unknown command).
@@ -57,18 +60,20 @@ def cache_wanted(mode: str, is_ferretdb: bool, only_writer: bool) -> bool:
 
 
 class ReadCache:
-    def __init__(self, max_entries: int = DEFAULT_ENTRIES, max_age: float = MAX_AGE,
-                 clock=time.monotonic):
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES, max_bytes: int = DEFAULT_BYTES,
+                 max_age: float = MAX_AGE, clock=time.monotonic):
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.max_age = max_age
         self.clock = clock
-        # collection -> {id: (document, read at)}, least recently read first.
+        # collection -> {id: (document, read at, bytes)}, least recently read first.
         self._entries: dict[str, OrderedDict] = {}
         # collection -> how many times a write to it has started or ended; `_every` counts
         # the writes that may change any collection.
         self._generations: dict[str, int] = {}
         self._every = 0
-        self._size = 0
+        self._count = 0
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -81,46 +86,65 @@ class ReadCache:
         entries = self._entries.get(collection)
         found = entries.get(key) if entries else None
         if found is not None:
-            doc, read_at = found
-            if self.clock() - read_at < self.max_age:
+            if self.clock() - found[1] < self.max_age:
                 entries.move_to_end(key)
                 self.hits += 1
-                return doc
-            del entries[key]
-            self._size -= 1
+                return found[0]
+            self._forget(entries, key)
         self.misses += 1
         return None
 
     def put(self, collection: str, key, doc: dict, generation: int) -> None:
         if generation != self.generation(collection):
             return  # written to while it was read: what was read may be older than the write
+        size = document_bytes(doc)
+        if size > self.max_bytes:
+            return
         entries = self._entries.get(collection)
         if entries is None:
             entries = self._entries[collection] = OrderedDict()
-        if key not in entries:
-            self._size += 1
-        entries[key] = (doc, self.clock())
-        entries.move_to_end(key)
-        while self._size > self.max_entries:
+        if key in entries:
+            self._forget(entries, key)
+        entries[key] = (doc, self.clock(), size)
+        self._count += 1
+        self.bytes += size
+        while self._count > self.max_entries or self.bytes > self.max_bytes:
             # The least recently read of this collection, or of the largest other one.
             victims = entries if len(entries) > 1 else max(self._entries.values(), key=len)
-            victims.popitem(last=False)
-            self._size -= 1
+            self._forget(victims, next(iter(victims)))
 
     def written(self, collection: str | None) -> None:
         """A write to `collection` (None: to any) starts or ends: forget what it may change."""
         if collection is None:
             self._every += 1
             self._entries.clear()
-            self._size = 0
+            self._count = self.bytes = 0
             return
         self._generations[collection] = self._generations.get(collection, 0) + 1
         dropped = self._entries.pop(collection, None)
         if dropped:
-            self._size -= len(dropped)
+            self._count -= len(dropped)
+            self.bytes -= sum(size for _, _, size in dropped.values())
+
+    def _forget(self, entries: OrderedDict, key) -> None:
+        _, _, size = entries.pop(key)
+        self._count -= 1
+        self.bytes -= size
 
     def __len__(self) -> int:
-        return self._size
+        return self._count
+
+
+def document_bytes(doc: dict) -> int:
+    """About what a decoded document holds in memory: its fields, a level of nesting deep."""
+    total = sys.getsizeof(doc)
+    for name, value in doc.items():
+        total += sys.getsizeof(name) + sys.getsizeof(value)
+        if isinstance(value, (list, tuple)):
+            total += sum(sys.getsizeof(item) for item in value)
+        elif isinstance(value, dict):
+            total += document_bytes(value)
+    return total
 
 
 class WriteWatch(monitoring.CommandListener):
