@@ -1,6 +1,7 @@
 """The read cache alone (tornado_app/storage/read_cache.py): what it keeps, for how long, and
 every way a write empties it."""
 
+import asyncio
 from types import SimpleNamespace
 
 from tornado_app.storage.read_cache import MAX_AGE, ReadCache, WriteWatch, cache_wanted
@@ -179,3 +180,81 @@ def test_auto_is_on_only_for_the_one_writer_of_a_ferretdb():
     assert not cache_wanted("auto", is_ferretdb=False, only_writer=True)
     assert cache_wanted("on", is_ferretdb=False, only_writer=False)
     assert not cache_wanted("off", is_ferretdb=True, only_writer=True)
+
+
+class Fetches:
+    """A fetch the test lets finish: how many were made, and each one's answer."""
+
+    def __init__(self):
+        self.started = 0
+        self.gate = None
+
+    async def __call__(self):
+        self.started += 1
+        await self.gate
+        return self.gate.result()
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_readers_that_miss_together_share_one_fetch():
+    async def scenario():
+        cache, fetch = ReadCache(), Fetches()
+        fetch.gate = asyncio.get_running_loop().create_future()
+        readers = [asyncio.ensure_future(cache.read("posts", 1, fetch)) for _ in range(5)]
+        await asyncio.sleep(0)
+        fetch.gate.set_result({"_id": 1})
+        assert await asyncio.gather(*readers) == [{"_id": 1}] * 5
+        assert fetch.started == 1
+        assert cache.get("posts", 1) == {"_id": 1}
+    run(scenario())
+
+
+def test_a_reader_after_a_write_does_not_share_a_fetch_begun_before_it():
+    async def scenario():
+        cache = ReadCache()
+        old, new = Fetches(), Fetches()
+        loop = asyncio.get_running_loop()
+        old.gate, new.gate = loop.create_future(), loop.create_future()
+        before = asyncio.ensure_future(cache.read("posts", 1, old))
+        await asyncio.sleep(0)
+        cache.written("posts")  # a write ends while the first read is under way
+        after = asyncio.ensure_future(cache.read("posts", 1, new))
+        await asyncio.sleep(0)
+        old.gate.set_result({"_id": 1, "version": 1})
+        new.gate.set_result({"_id": 1, "version": 2})
+        assert (await before)["version"] == 1 and (await after)["version"] == 2
+        assert (old.started, new.started) == (1, 1)
+        assert cache.get("posts", 1)["version"] == 2
+    run(scenario())
+
+
+def test_a_failed_fetch_fails_every_reader_sharing_it_and_is_not_kept():
+    async def scenario():
+        cache, fetch = ReadCache(), Fetches()
+        fetch.gate = asyncio.get_running_loop().create_future()
+        readers = [asyncio.ensure_future(cache.read("posts", 1, fetch)) for _ in range(3)]
+        await asyncio.sleep(0)
+        fetch.gate.set_exception(TimeoutError("database"))
+        results = await asyncio.gather(*readers, return_exceptions=True)
+        assert all(isinstance(r, TimeoutError) for r in results) and fetch.started == 1
+        assert cache.get("posts", 1) is None
+    run(scenario())
+
+
+def test_readers_sharing_a_cancelled_fetch_read_on_their_own():
+    async def scenario():
+        cache, first = ReadCache(), Fetches()
+        first.gate = asyncio.get_running_loop().create_future()
+        leader = asyncio.ensure_future(cache.read("posts", 1, first))
+        await asyncio.sleep(0)
+        follower = asyncio.ensure_future(cache.read("posts", 1, first))
+        await asyncio.sleep(0)
+        leader.cancel()
+        await asyncio.sleep(0)
+        first.gate = asyncio.get_running_loop().create_future()
+        first.gate.set_result({"_id": 1})
+        assert await follower == {"_id": 1}
+    run(scenario())

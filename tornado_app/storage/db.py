@@ -154,16 +154,10 @@ class Database:
 
     async def find_by_id(self, name: str, oid):
         """A plain read of one document by _id, from the read cache when it is on."""
-        cache = self.cache
-        if cache is None:
-            return await self.read_db[name].find_one({"_id": oid})
-        doc = cache.get(name, oid)
-        if doc is None:
-            generation = cache.generation(name)
-            doc = await self.read_db[name].find_one({"_id": oid})
-            if doc is not None:
-                cache.put(name, oid, doc, generation)
-        return doc
+        collection = self.read_db[name]
+        if self.cache is None:
+            return await collection.find_one({"_id": oid})
+        return await self.cache.read(name, oid, lambda: collection.find_one({"_id": oid}))
 
     async def ensure_indexes(self) -> None:
         for collection, models in INDEXES.items():
