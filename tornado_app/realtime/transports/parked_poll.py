@@ -236,7 +236,9 @@ class PollParking:
 
         Shares keep each turn short, so other requests are served in between. The last
         answer of an event to 19,000 polls leaves 2-3 µs of Python per poll sooner than if
-        each were settled with its answer (`python -m bench.run poll`)."""
+        each were settled with its answer: 255 against 293 ms for the last to have it, 3 runs
+        of each tree by turns (an ad-hoc script on `bench.hold.run`, the code of the `poll`
+        scenario, 2026-12-06); BENCHMARKS.md's long-poll section has today's figure."""
         self._work_scheduled = False
         if self._ready:
             polls = self._ready[:ANSWERS_PER_TURN]
