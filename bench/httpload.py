@@ -5,6 +5,7 @@ GET /api/v1/posts/{id} vs the peers' same query on the same FerretDB.
 """
 
 from . import api, cli, procs, wrkrun
+from .report import UNCACHED
 from .targets import Ours, peers
 
 
@@ -48,12 +49,9 @@ def one(target, stack, mode) -> dict:
         target.stop()
 
 
-# Ours with its read cache off: every GET of the post goes to FerretDB, as the peers' do. The
-# default (READ_CACHE=auto: on against FerretDB) serves the post from memory after one read.
-UNCACHED = "ours-uncached"
-
-
 def measure(stack, mode) -> dict:
+    # Ours also with its read cache off: every GET of the post goes to FerretDB, as the peers'
+    # do. By default (READ_CACHE=auto: on against FerretDB) it is served from memory.
     targets = [Ours(stack), Ours(stack, name=UNCACHED, settings={"READ_CACHE": "off"})] \
         + peers(stack)
     runs = []

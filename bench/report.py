@@ -12,12 +12,15 @@ from . import machine
 from .config import ROOT
 from .stats import ratios, summary
 
+# Ours with READ_CACHE=off in the http scenario (bench/httpload.py), beside ours as it starts.
+UNCACHED = "ours-uncached"
+
 RATE_FULL = (15000, 20, 30)  # bench/rate.py FULL
 
 KB = 1024
 PEERS = ("tornado", "fastapi")
 LABELS = {"ours": "ours", "tornado": "bare Tornado", "fastapi": "FastAPI/uvicorn",
-          "before": "before (another checkout)", "ours-uncached": "ours, READ_CACHE=off"}
+          "before": "before (another checkout)", UNCACHED: "ours, READ_CACHE=off"}
 
 
 def report_path(mode):
@@ -280,10 +283,8 @@ T14 = {"deflate_bytes": 0.5, "deflate_time": 1.15, "deflate_kb": 3,  # ours comp
 
 
 def deflate_verdict(data, extra: list) -> list[str]:
-    def ratio(pick):
-        return median(ratios(per_run(data, "ours-deflate", pick), per_run(data, "ours-plain", pick)))
-    size = ratio(lambda r: r["event_wire_bytes"])
-    time_ = ratio(lambda r: r["last_ms"])
+    size = mr(data, "ours-deflate", "ours-plain", lambda r: r["event_wire_bytes"])
+    time_ = mr(data, "ours-deflate", "ours-plain", lambda r: r["last_ms"])
     memory = median(extra)
     if size is None or time_ is None or memory is None:
         return []
@@ -307,7 +308,7 @@ def section_http(data) -> list[str]:
             "from the process's memory until a write to posts), and with `READ_CACHE=off`, "
             "where every request reads FerretDB as the peers' do.", "",
             f"Command: `{data['command']}`; load: `{'`, `'.join(cmds)} URL`", "",
-            *comparison(data, HTTP_ROWS, ("ours", "ours-uncached") + PEERS), ""]
+            *comparison(data, HTTP_ROWS, ("ours", UNCACHED) + PEERS), ""]
 
 
 def section_mixed(data) -> list[str]:
@@ -407,9 +408,9 @@ def section_storm(data) -> list[str]:
 
 
 def storm_verdict(data) -> list[str]:
-    n = median(per_run(data, "ours", lambda r: r["resumed"]))
-    last = median(per_run(data, "ours", lambda r: r["last_resumed_s"]))
-    overflows = median(per_run(data, "ours", lambda r: r["tcp"]["ListenOverflows"]))
+    n = m(data, "ours", lambda r: r["resumed"])
+    last = m(data, "ours", lambda r: r["last_resumed_s"])
+    overflows = m(data, "ours", lambda r: r["tcp"]["ListenOverflows"])
     if None in (n, last, overflows):
         return []
     met = storm_met(n, last, overflows)
@@ -449,10 +450,8 @@ def rate_env(sizes: dict) -> str:
 
 
 def rate_verdict(data) -> list[str]:
-    p99 = median(per_run(data, "ours", lambda r: r["p99_ms"]))
-    cpu = ratios(per_run(data, "ours", lambda r: r["cpu_us_per_delivered"]),
-                 per_run(data, "tornado", lambda r: r["cpu_us_per_delivered"]))
-    cpu = median(cpu)
+    p99 = m(data, "ours", lambda r: r["p99_ms"])
+    cpu = mr(data, "ours", "tornado", lambda r: r["cpu_us_per_delivered"])
     n = data.get("sizes", {}).get("n")
     if p99 is None or cpu is None:
         return []
@@ -602,7 +601,7 @@ def targets_14_table(results: dict) -> list[str]:
     row(f"… server CPU per delivered event ≤ {T14['rate_cpu']}× bare Tornado's", f"{num(cpu, 2)}×",
         check(cpu, lambda v: v <= T14["rate_cpu"]))
     post = mr(http, "ours", "fastapi", lambda r: r["post"]["rps"])
-    uncached = mr(http, "ours-uncached", "fastapi", lambda r: r["post"]["rps"])
+    uncached = mr(http, UNCACHED, "fastapi", lambda r: r["post"]["rps"])
     same_read = mr(http, "ours", "tornado", lambda r: r["post"]["rps"])
     row(f"GET /api/v1/posts/{{id}} ≥ {T14['get_post']}× the FastAPI peer",
         f"{num(post, 2)}× requests/s (ours/bare Tornado on the same read: {num(same_read, 2)}×; "

@@ -187,7 +187,7 @@ class Fetches:
 
     def __init__(self):
         self.started = 0
-        self.gate = None
+        self.gate = asyncio.get_running_loop().create_future()  # made inside the test's loop
 
     async def __call__(self):
         self.started += 1
@@ -202,7 +202,6 @@ def run(coroutine):
 def test_readers_that_miss_together_share_one_fetch():
     async def scenario():
         cache, fetch = ReadCache(), Fetches()
-        fetch.gate = asyncio.get_running_loop().create_future()
         readers = [asyncio.ensure_future(cache.read("posts", 1, fetch)) for _ in range(5)]
         await asyncio.sleep(0)
         fetch.gate.set_result({"_id": 1})
@@ -216,8 +215,6 @@ def test_a_reader_after_a_write_does_not_share_a_fetch_begun_before_it():
     async def scenario():
         cache = ReadCache()
         old, new = Fetches(), Fetches()
-        loop = asyncio.get_running_loop()
-        old.gate, new.gate = loop.create_future(), loop.create_future()
         before = asyncio.ensure_future(cache.read("posts", 1, old))
         await asyncio.sleep(0)
         cache.written("posts")  # a write ends while the first read is under way
@@ -234,7 +231,6 @@ def test_a_reader_after_a_write_does_not_share_a_fetch_begun_before_it():
 def test_a_failed_fetch_fails_every_reader_sharing_it_and_is_not_kept():
     async def scenario():
         cache, fetch = ReadCache(), Fetches()
-        fetch.gate = asyncio.get_running_loop().create_future()
         readers = [asyncio.ensure_future(cache.read("posts", 1, fetch)) for _ in range(3)]
         await asyncio.sleep(0)
         fetch.gate.set_exception(TimeoutError("database"))
@@ -247,12 +243,11 @@ def test_a_failed_fetch_fails_every_reader_sharing_it_and_is_not_kept():
 def test_readers_sharing_a_cancelled_fetch_read_on_their_own():
     async def scenario():
         cache, first = ReadCache(), Fetches()
-        first.gate = asyncio.get_running_loop().create_future()
         leader = asyncio.ensure_future(cache.read("posts", 1, first))
         await asyncio.sleep(0)
         follower = asyncio.ensure_future(cache.read("posts", 1, first))
         await asyncio.sleep(0)
-        leader.cancel()
+        leader.cancel()  # cancels the gate it awaited too
         await asyncio.sleep(0)
         first.gate = asyncio.get_running_loop().create_future()
         first.gate.set_result({"_id": 1})

@@ -154,10 +154,10 @@ class Database:
 
     async def find_by_id(self, name: str, oid):
         """A plain read of one document by _id, from the read cache when it is on."""
-        collection = self.read_db[name]
         if self.cache is None:
-            return await collection.find_one({"_id": oid})
-        return await self.cache.read(name, oid, lambda: collection.find_one({"_id": oid}))
+            return await self.read_db[name].find_one({"_id": oid})
+        # The collection object is made only on a miss (PyMongo builds a new one per lookup).
+        return await self.cache.read(name, oid, lambda: self.read_db[name].find_one({"_id": oid}))
 
     async def ensure_indexes(self) -> None:
         for collection, models in INDEXES.items():

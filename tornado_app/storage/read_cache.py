@@ -47,9 +47,6 @@ READ_COMMANDS = frozenset((
 EVERY_COLLECTION = None
 
 
-MODES = ("auto", "on", "off")
-
-
 def cache_wanted(mode: str, is_ferretdb: bool, only_writer: bool) -> bool:
     """READ_CACHE: `on`, `off`, or `auto`: on against FerretDB when this is the one server
     process (no REDIS_URL, which every multi-process deployment needs). FerretDB is refused for
@@ -107,8 +104,8 @@ class ReadCache:
                 if not flight[1].cancelled():
                     raise  # this reader was cancelled
                 return await fetch()  # the one fetching was: read on our own
-        flight = self._flights[(collection, key)] = (generation, asyncio.get_running_loop().create_future())
-        future = flight[1]
+        future = asyncio.get_running_loop().create_future()
+        flight = self._flights[(collection, key)] = (generation, future)
         try:
             doc = await fetch()
         except Exception as exc:
@@ -127,7 +124,7 @@ class ReadCache:
         return doc
 
     def get(self, collection: str, key):
-        """The cached document, or None (then the caller reads it and calls `put`)."""
+        """The cached document, or None (counted as a miss; `read` then fetches it)."""
         entries = self._entries.get(collection)
         found = entries.get(key) if entries else None
         if found is not None:
